@@ -1,0 +1,30 @@
+"""nbgrader configuration for the course (instructors run nbgrader from this folder).
+
+Source (instructor) notebooks live in solutions/NN-topic/, the student versions that
+`nbgrader generate_assignment` writes go to exercises/NN-topic/.
+"""
+
+import os
+
+c = get_config()  # noqa: F821  (injected by nbgrader)
+
+c.CourseDirectory.course_id = "attention-from-scratch"
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+
+# What learners see where their code goes.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# A cell that loops is interrupted after this many seconds; it scores 0 and grading goes on.
+c.Execute.timeout = 60
+
+# A learner who deleted a test cell gets it back instead of silently skipping it.
+c.OverwriteCells.add_missing_cells = True
+
+# Feedback shows each test's verdict and message, not the hidden tests' code.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

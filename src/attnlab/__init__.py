@@ -1,0 +1,34 @@
+"""Reference implementations for *Attention from Scratch*.
+
+Each chapter of the course builds one idea up line by line and then imports the
+version that lives here; later chapters import earlier ideas instead of
+redefining them.
+"""
+
+from attnlab.attention import scaled_dot_product_attention, stable_softmax
+from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
+from attnlab.heads import merge_heads, repeat_kv, split_heads
+from attnlab.masks import additive_mask, attention_mask_for, causal_mask, min_value, padding_mask, position_ids
+from attnlab.multihead import AttentionConfig, KVCacheProtocol, MultiHeadAttention
+from attnlab.tokenizer import CharTokenizer
+
+__all__ = [
+    "AttentionConfig",
+    "CharTokenizer",
+    "GroupedQueryAttention",
+    "KVCacheProtocol",
+    "MultiHeadAttention",
+    "additive_mask",
+    "attention_mask_for",
+    "causal_mask",
+    "kv_bytes_per_token",
+    "merge_heads",
+    "mha_to_gqa",
+    "min_value",
+    "padding_mask",
+    "position_ids",
+    "repeat_kv",
+    "scaled_dot_product_attention",
+    "split_heads",
+    "stable_softmax",
+]

@@ -1,0 +1,113 @@
+"""Scaled dot-product attention (chapter 1).
+
+Shape legend: ``B`` batch, ``H`` heads, ``T`` query positions, ``S`` key/value
+positions, ``D`` head dimension. Leading dimensions (``B``, ``H``, ...) are
+written ``*`` below: any number of them, equal for ``q``, ``k`` and ``v``.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def stable_softmax(logits: Tensor, dim: int = -1) -> Tensor:
+    """Softmax that neither overflows on large logits nor returns NaN on empty rows.
+
+    Subtracting the row maximum leaves the result unchanged mathematically
+    (``softmax(x) = softmax(x - c)``) but keeps every ``exp`` argument ``<= 0``,
+    so nothing overflows. A row whose entries are all ``-inf`` (a query that may
+    attend to nothing) gives all zeros instead of ``0 / 0 = NaN``.
+
+    Shapes:
+        logits: any shape; the softmax runs along ``dim``.
+        returns: the same shape as ``logits``.
+    """
+    if not logits.is_floating_point():
+        raise ValueError(f"stable_softmax needs a floating-point tensor, got dtype {logits.dtype}")
+    row_max = logits.amax(dim=dim, keepdim=True)
+    # A row of all -inf has max -inf; shift it by 0 instead so exp() gives zeros, not NaN.
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    exps = torch.exp(logits - row_max)
+    total = exps.sum(dim=dim, keepdim=True)
+    return exps / total.clamp_min(torch.finfo(logits.dtype).tiny)
+
+
+def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
+    """Raise ``ValueError`` naming the shapes if ``q``, ``k``, ``v`` cannot be attended.
+
+    Shapes:
+        q: (*, T, D); k: (*, S, D); v: (*, S, Dv) with the same leading dims ``*``.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have at least 2 dims (..., positions, dim), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be floating point, got dtype {x.dtype}")
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(f"q, k, v must share their leading (batch, head) dims, got {shapes}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same last dim D, got {shapes}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same number of positions S, got {shapes}")
+
+
+def check_mask(attn_mask: Tensor, scores_shape: torch.Size) -> None:
+    """Raise ``ValueError`` unless ``attn_mask`` is boolean and broadcasts to the scores.
+
+    Shapes:
+        attn_mask: broadcastable to ``scores_shape`` = (*, T, S); True = may attend.
+    """
+    if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
+        kind = attn_mask.dtype if isinstance(attn_mask, Tensor) else type(attn_mask).__name__
+        raise ValueError(f"attn_mask must be a bool tensor (True = may attend), got {kind}")
+    try:
+        broadcast = torch.broadcast_shapes(attn_mask.shape, scores_shape)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != scores_shape:
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the "
+            f"attention scores of shape {tuple(scores_shape)} (*, T, S)"
+        )
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``softmax(q k^T * scale + mask) v`` with ``scale = 1 / sqrt(D)`` by default.
+
+    ``attn_mask`` is boolean, True where a query may attend to a key (PyTorch's
+    convention). The mask is applied to the logits *before* the softmax. A query
+    row with no allowed key gets zero weights and a zero output, never NaN.
+    The inputs are not modified.
+
+    Shapes:
+        q: (*, T, D)
+        k: (*, S, D)
+        v: (*, S, Dv)
+        attn_mask: broadcastable to (*, T, S)
+        returns: output (*, T, Dv), weights (*, T, S)
+    """
+    check_qkv(q, k, v)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = (q @ k.transpose(-2, -1)) * scale  # (*, T, D) @ (*, D, S) -> (*, T, S)
+    if attn_mask is not None:
+        check_mask(attn_mask, scores.shape)
+        if attn_mask.device != scores.device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {scores.device}")
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = stable_softmax(scores, dim=-1)  # (*, T, S), each row sums to 1 (or 0 if empty)
+    return weights @ v, weights  # (*, T, S) @ (*, S, Dv) -> (*, T, Dv)

@@ -1,0 +1,329 @@
+"""Multi-head attention as an ``nn.Module`` built from small overridable steps (chapter 4).
+
+Shape legend: ``B`` batch, ``T`` query positions in this call, ``S`` key/value
+positions (cached + new), ``H`` query heads, ``Hkv`` key/value heads, ``G = H //
+Hkv``, ``D`` head dimension, ``C = H * D`` model width.
+
+``MultiHeadAttention.forward`` runs these steps in order; later chapters
+subclass the module and override one step instead of copying ``forward``::
+
+    q, k, v = self.project(x)                  # (B, T, C), (B, T, Hkv*D), (B, T, Hkv*D)
+    q, k, v = self.split(q, k, v)              # (B, H, T, D), (B, Hkv, T, D), (B, Hkv, T, D)
+    q, k = self.position(q, k, position_ids)   # hook: identity here (rotary embeddings later)
+    if cache is not None:
+        k, v = cache.update(k, v)              # hook: (B, Hkv, T, D) -> (B, Hkv, S, D)
+    out, weights = self.attend(q, k, v, attn_mask)  # (B, H, T, D), (B, H, T, S)
+    out = self.merge(out)                      # (B, T, C)
+    return self.output(out), weights           # (B, T, C), (B, H, T, S)
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from attnlab.attention import scaled_dot_product_attention
+from attnlab.heads import merge_heads, split_heads
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Sizes of one attention layer.
+
+    ``n_kv_heads`` defaults to ``n_heads`` (plain multi-head attention); fewer
+    key/value heads give grouped-query attention, ``n_kv_heads=1`` multi-query
+    attention. ``bias`` switches the bias of all four projections.
+
+    Shapes:
+        d_model: C = H * D; head_dim: D = C // H; group_size: G = H // Hkv.
+    """
+
+    d_model: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        _check_positive_int("d_model", self.d_model)
+        _check_positive_int("n_heads", self.n_heads)
+        _check_positive_int("n_kv_heads", self.n_kv_heads)
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"bias must be a bool, got {self.bias!r}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"d_model C={self.d_model} is not divisible by n_heads H={self.n_heads}"
+            )
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(
+                f"n_heads H={self.n_heads} is not divisible by n_kv_heads Hkv={self.n_kv_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        """D = C // H, the width of one head."""
+        return self.d_model // self.n_heads
+
+    @property
+    def group_size(self) -> int:
+        """G = H // Hkv, the number of query heads sharing one key/value head."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def kv_dim(self) -> int:
+        """Hkv * D, the output width of the key and value projections."""
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def scale(self) -> float:
+        """1 / sqrt(D): the head dimension, never the model width C."""
+        return 1.0 / math.sqrt(self.head_dim)
+
+
+class KVCacheProtocol(Protocol):
+    """What ``MultiHeadAttention.forward(..., cache=...)`` needs from a cache (one layer).
+
+    ``update`` stores this call's keys and values and returns all of them so
+    far, oldest first. It receives ``Hkv`` heads, *before* any expansion to
+    ``H`` heads, and after the ``position`` step (so rotary embeddings are
+    applied once, at each key's own position).
+
+    Shapes:
+        k, v: (B, Hkv, T, D), this call's new keys and values
+        returns: k_all, v_all, each (B, Hkv, S, D) with S = cached + T
+    """
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention with separate q, k, v and output projections.
+
+    Equivalent to ``torch.nn.MultiheadAttention(C, H, batch_first=True)`` in
+    eval mode (there is no dropout here) once its weights are loaded with
+    ``from_torch`` / ``load_torch_weights``. Parameter names follow Hugging
+    Face's Llama: ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``.
+
+    Extension hooks (override in a subclass, don't copy ``forward``):
+        ``position(q, k, position_ids)``: identity here; a rotary-embedding
+        chapter rotates ``q`` and ``k`` at ``position_ids``.
+        ``forward(..., cache=obj)``: ``obj.update(k, v)`` (see
+        ``KVCacheProtocol``) is called with the new keys/values of ``Hkv``
+        heads and returns all cached ones; ``attn_mask`` must then cover
+        (T, S) keys, e.g. an offset-aware causal mask.
+
+    Shapes:
+        x: (B, T, C)
+        attn_mask: bool, True = may attend, broadcastable to (B, H, T, S)
+        position_ids: (B, T) or (T,) absolute positions (used by overrides only)
+        returns: output (B, T, C), weights (B, H, T, S) (per head, not averaged)
+    """
+
+    def __init__(self, config: AttentionConfig, device=None, dtype=None) -> None:
+        super().__init__()
+        if not isinstance(config, AttentionConfig):
+            raise ValueError(f"config must be an AttentionConfig, got {type(config).__name__}")
+        self.check_config(config)
+        self.config = config
+        factory = {"device": device, "dtype": dtype}
+        c = config.d_model
+        self.q_proj = nn.Linear(c, c, bias=config.bias, **factory)
+        self.k_proj = nn.Linear(c, config.kv_dim, bias=config.bias, **factory)
+        self.v_proj = nn.Linear(c, config.kv_dim, bias=config.bias, **factory)
+        self.o_proj = nn.Linear(c, c, bias=config.bias, **factory)
+
+    def check_config(self, config: AttentionConfig) -> None:
+        """Raise ``ValueError`` if this class cannot run ``config``.
+
+        Plain multi-head attention needs one key/value head per query head;
+        ``GroupedQueryAttention`` overrides this to allow fewer.
+        """
+        if config.n_kv_heads != config.n_heads:
+            raise ValueError(
+                f"MultiHeadAttention needs n_kv_heads == n_heads, got n_kv_heads "
+                f"Hkv={config.n_kv_heads} and n_heads H={config.n_heads}; "
+                f"use GroupedQueryAttention for Hkv < H"
+            )
+
+    # ----------------------------------------------------------------- steps
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Linear projections of ``x`` to queries, keys and values.
+
+        Shapes:
+            x: (B, T, C)
+            returns: q (B, T, C), k (B, T, Hkv * D), v (B, T, Hkv * D)
+        """
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def split(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Split the projections into heads.
+
+        Shapes:
+            q: (B, T, C); k, v: (B, T, Hkv * D)
+            returns: q (B, H, T, D), k (B, Hkv, T, D), v (B, Hkv, T, D)
+        """
+        q = split_heads(q, self.config.n_heads)  # (B, T, C) -> (B, H, T, D)
+        k = split_heads(k, self.config.n_kv_heads)  # (B, T, Hkv*D) -> (B, Hkv, T, D)
+        v = split_heads(v, self.config.n_kv_heads)  # (B, T, Hkv*D) -> (B, Hkv, T, D)
+        return q, k, v
+
+    def position(
+        self, q: Tensor, k: Tensor, position_ids: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Position hook: returns ``q`` and ``k`` unchanged here.
+
+        A subclass applies position information (e.g. rotary embeddings) to the
+        new queries and keys at ``position_ids``. It runs before the cache
+        update, so cached keys already carry their positions.
+
+        Shapes:
+            q: (B, H, T, D); k: (B, Hkv, T, D); position_ids: (B, T) or (T,)
+            returns: q (B, H, T, D), k (B, Hkv, T, D)
+        """
+        return q, k
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Scaled dot-product attention of every head, scale ``1 / sqrt(D)``.
+
+        Shapes:
+            q: (B, H, T, D); k, v: (B, H, S, D) (Hkv == H here)
+            attn_mask: bool, True = may attend, broadcastable to (B, H, T, S)
+            returns: out (B, H, T, D), weights (B, H, T, S)
+        """
+        return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.config.scale)
+
+    def merge(self, out: Tensor) -> Tensor:
+        """Concatenate the heads.
+
+        Shapes:
+            out: (B, H, T, D)
+            returns: (B, T, C)
+        """
+        return merge_heads(out)  # (B, H, T, D) -> (B, T, C)
+
+    def output(self, x: Tensor) -> Tensor:
+        """Output projection that mixes the heads.
+
+        Shapes:
+            x: (B, T, C)
+            returns: (B, T, C)
+        """
+        return self.o_proj(x)
+
+    # --------------------------------------------------------------- forward
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: KVCacheProtocol | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Self-attention over ``x``; see the class docstring for the hooks.
+
+        ``x`` is not modified. With a ``cache`` the keys are the cached ones
+        followed by this call's, so ``attn_mask`` must cover ``S`` keys.
+
+        Shapes:
+            x: (B, T, C)
+            attn_mask: bool, True = may attend, broadcastable to (B, H, T, S)
+            position_ids: (B, T) or (T,)
+            returns: output (B, T, C), weights (B, H, T, S)
+        """
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.config.d_model:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"x must have shape (B, T, C) with C={self.config.d_model}, got {shape}"
+            )
+        q, k, v = self.project(x)  # (B, T, C), (B, T, Hkv*D), (B, T, Hkv*D)
+        q, k, v = self.split(q, k, v)  # (B, H, T, D), (B, Hkv, T, D), (B, Hkv, T, D)
+        q, k = self.position(q, k, position_ids)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, Hkv, T, D) -> (B, Hkv, S, D)
+        out, weights = self.attend(q, k, v, attn_mask)  # (B, H, T, D), (B, H, T, S)
+        out = self.merge(out)  # (B, H, T, D) -> (B, T, C)
+        return self.output(out), weights
+
+    # ------------------------------------------------------ PyTorch weights
+    def load_torch_weights(self, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Copy the weights of ``torch.nn.MultiheadAttention`` into this module.
+
+        PyTorch stacks the q, k, v projections in ``in_proj_weight`` (rows
+        ``[0, C)``, ``[C, 2C)``, ``[2C, 3C)``). The weights do not depend on
+        ``batch_first``; this module always takes (B, T, C). ``mha`` is not
+        modified. Returns ``self``.
+
+        Shapes:
+            mha.in_proj_weight: (3C, C); mha.in_proj_bias: (3C,)
+            mha.out_proj.weight: (C, C); mha.out_proj.bias: (C,)
+        """
+        if not isinstance(mha, nn.MultiheadAttention):
+            raise ValueError(f"expected torch.nn.MultiheadAttention, got {type(mha).__name__}")
+        if not mha._qkv_same_embed_dim:
+            raise ValueError(
+                f"only kdim == vdim == embed_dim is supported, got embed_dim={mha.embed_dim}, "
+                f"kdim={mha.kdim}, vdim={mha.vdim}"
+            )
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("add_bias_kv=True and add_zero_attn=True are not supported")
+        c = self.config.d_model
+        q_rows, kv_rows = c, self.config.kv_dim
+        want_in = (q_rows + 2 * kv_rows, c)
+        if tuple(mha.in_proj_weight.shape) != want_in:
+            raise ValueError(
+                f"in_proj_weight has shape {tuple(mha.in_proj_weight.shape)} but this module "
+                f"needs {want_in} (q_proj {(q_rows, c)}, k_proj {(kv_rows, c)}, "
+                f"v_proj {(kv_rows, c)})"
+            )
+        if tuple(mha.out_proj.weight.shape) != (c, c):
+            raise ValueError(
+                f"out_proj.weight has shape {tuple(mha.out_proj.weight.shape)} but o_proj "
+                f"needs {(c, c)}"
+            )
+        has_bias = mha.in_proj_bias is not None
+        if has_bias != self.config.bias or (mha.out_proj.bias is not None) != self.config.bias:
+            raise ValueError(
+                f"bias mismatch: torch module has in_proj_bias "
+                f"{'present' if has_bias else 'None'}, out_proj.bias "
+                f"{'present' if mha.out_proj.bias is not None else 'None'}; "
+                f"this module has bias={self.config.bias}"
+            )
+        bounds = (0, q_rows, q_rows + kv_rows, q_rows + 2 * kv_rows)
+        with torch.no_grad():
+            for i, proj in enumerate((self.q_proj, self.k_proj, self.v_proj)):
+                rows = slice(bounds[i], bounds[i + 1])
+                proj.weight.copy_(mha.in_proj_weight[rows])  # (3C, C) -> (C, C) rows of one projection
+                if has_bias:
+                    proj.bias.copy_(mha.in_proj_bias[rows])
+            self.o_proj.weight.copy_(mha.out_proj.weight)
+            if has_bias:
+                self.o_proj.bias.copy_(mha.out_proj.bias)
+        return self
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Build a module of this class holding a copy of ``mha``'s weights.
+
+        Uses ``mha``'s embed_dim, num_heads, bias, device and dtype.
+
+        Shapes:
+            mha.in_proj_weight: (3C, C) -> q_proj, k_proj, v_proj weights (C, C) each
+        """
+        if not isinstance(mha, nn.MultiheadAttention):
+            raise ValueError(f"expected torch.nn.MultiheadAttention, got {type(mha).__name__}")
+        config = AttentionConfig(
+            d_model=mha.embed_dim,
+            n_heads=mha.num_heads,
+            bias=mha.in_proj_bias is not None,
+        )
+        ref = mha.out_proj.weight
+        return cls(config, device=ref.device, dtype=ref.dtype).load_torch_weights(mha)
