@@ -22,9 +22,11 @@ c.Execute.timeout = 60
 # A learner who deleted a test cell gets it back instead of silently skipping it.
 c.OverwriteCells.add_missing_cells = True
 
-# Feedback shows each test's verdict and message, not the hidden tests' code.
+# Feedback shows each test's verdict and message, not the hidden tests' code: their
+# source is cleared and tracebacks keep only the learner's own frames.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
+    "attnlab.feedback.HideTestTracebacks",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

@@ -1,0 +1,9 @@
+"""Scales the logits by 1/D instead of 1/sqrt(D)."""
+# feedback: divided the logits by D instead of sqrt(D)
+# cell: scaled_dot_product_attention
+def scaled_dot_product_attention(q, k, v, attn_mask=None):
+    scores = q @ k.transpose(-2, -1) / q.shape[-1]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = stable_softmax(scores, dim=-1)
+    return weights @ v, weights
