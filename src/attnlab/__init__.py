@@ -6,18 +6,35 @@ redefining them.
 """
 
 from attnlab.attention import scaled_dot_product_attention, stable_softmax
+from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
+from attnlab.generate import generate, generate_with_logits
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
+from attnlab.llama import LlamaConfig, LlamaLM, RMSNorm, RotaryAttention, load_hf_llama_state_dict
 from attnlab.masks import additive_mask, attention_mask_for, causal_mask, min_value, padding_mask, position_ids
 from attnlab.multihead import AttentionConfig, KVCacheProtocol, MultiHeadAttention
+from attnlab.rotary import apply_rotary, rotary_cos_sin, rotate_half
 from attnlab.tokenizer import CharTokenizer
 
 __all__ = [
     "AttentionConfig",
     "CharTokenizer",
+    "ConcatKVCache",
     "GroupedQueryAttention",
+    "KVCache",
     "KVCacheProtocol",
+    "LlamaConfig",
+    "LlamaLM",
     "MultiHeadAttention",
+    "RMSNorm",
+    "RotaryAttention",
+    "apply_rotary",
+    "cache_nbytes",
+    "generate",
+    "generate_with_logits",
+    "load_hf_llama_state_dict",
+    "rotary_cos_sin",
+    "rotate_half",
     "additive_mask",
     "attention_mask_for",
     "causal_mask",
