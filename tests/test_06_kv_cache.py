@@ -13,10 +13,10 @@ subclass or a monkeypatched module function) and shown to be caught.
 import pytest
 import torch
 
-import attnlab.generate
+import attnlab.generation
 import attnlab.llama
 from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
-from attnlab.generate import generate, generate_with_logits
+from attnlab.generation import generate, generate_with_logits
 from attnlab.gqa import kv_bytes_per_token
 from attnlab.heads import repeat_kv
 from attnlab.llama import LlamaConfig, LlamaLM, RotaryAttention
@@ -389,7 +389,7 @@ def mask_dropped(attention_mask, n_new=1):
     [
         (attnlab.llama, ("attention_mask_for", top_left_mask)),
         (attnlab.llama, ("new_token_positions", positions_restart)),
-        (attnlab.generate, ("extend_attention_mask", mask_dropped)),
+        (attnlab.generation, ("extend_attention_mask", mask_dropped)),
     ],
     ids=["top-left causal mask", "positions restart at 0", "pad mask dropped after prefill"],
 )

@@ -25,7 +25,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from attnlab.generate import generate_with_logits  # noqa: E402
+from attnlab.generation import generate_with_logits  # noqa: E402
 from attnlab.llama import LlamaConfig, LlamaLM, load_hf_llama_state_dict  # noqa: E402
 from attnlab.tokenizer import CharTokenizer  # noqa: E402
 

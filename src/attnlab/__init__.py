@@ -7,7 +7,7 @@ redefining them.
 
 from attnlab.attention import scaled_dot_product_attention, stable_softmax
 from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
-from attnlab.generate import generate, generate_with_logits
+from attnlab.generation import generate, generate_with_logits
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
 from attnlab.llama import LlamaConfig, LlamaLM, RMSNorm, RotaryAttention, load_hf_llama_state_dict

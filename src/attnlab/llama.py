@@ -17,7 +17,7 @@ tokens. With ``caches`` (one per layer, see :mod:`attnlab.cache`) the keys are
 the cached ones followed by the new ones, ``attention_mask`` covers all ``S``
 positions, the causal mask is offset-aware (:func:`attnlab.masks.
 attention_mask_for`) and the positions continue from the cached ones. Greedy
-generation lives in :mod:`attnlab.generate`.
+generation lives in :mod:`attnlab.generation`.
 """
 
 from dataclasses import dataclass
