@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-HTML = REPO / "_build" / "html"
+HTML = Path(os.environ.get("BOOK_HTML", REPO / "_build" / "html"))  # BOOK_HTML: a build elsewhere
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
