@@ -89,3 +89,553 @@ def explain_attention_mismatch(got: Tensor, q: Tensor, k: Tensor, v: Tensor, att
         if torch.allclose(got.to(wrong.dtype), wrong, atol=1e-4, rtol=1e-3):
             return f"Looks like {description} (for {shapes})."
     return f"output differs from torch.nn.functional.scaled_dot_product_attention (for {shapes})"
+
+
+# ----------------------------------------------------------------- chapter 2: causal masks
+
+
+def causal_mask_mistakes(T: int, S: int):
+    """Yield ``(description, mask)`` for each classic causal-mask mistake with T queries, S keys.
+
+    Shapes:
+        each mask: (T, S), dtype bool, True = may attend
+    """
+    ones = torch.ones(T, S, dtype=torch.bool)
+    offset = S - T
+    yield "you used triu where tril was meant: queries see the future and not the past", ones.triu(offset)
+    yield "you used triu where tril was meant: queries see the future and not the past", ones.triu()
+    yield "your diagonal is off by one: each query also sees the next key (the future)", ones.tril(offset + 1)
+    yield "your diagonal is off by one: each query cannot see its own key", ones.tril(offset - 1)
+    if T != S:
+        yield (
+            "your causal mask is aligned to the top-left (like is_causal=True); with T != S the queries are "
+            "the LAST T of S positions: query i sits at S - T + i, use tril(diagonal=S - T)",
+            ones.tril(),
+        )
+    yield "your mask is inverted: True means 'may attend' (PyTorch's convention)", ~ones.tril(offset)
+
+
+def explain_causal_mask_mismatch(got: object, T: int, S: int) -> str:
+    """A sentence naming the mistake that reproduces a wrong causal mask ``got`` for (T, S)."""
+    if not isinstance(got, Tensor):
+        return f"causal_mask({T}, {S}) must return a tensor, got {type(got).__name__}"
+    if tuple(got.shape) != (T, S):
+        return f"causal_mask({T}, {S}) must have shape (T, S) = ({T}, {S}), got {tuple(got.shape)}"
+    if got.dtype != torch.bool:
+        return f"causal_mask({T}, {S}) must be a bool tensor (True = may attend), got dtype {got.dtype}"
+    for description, wrong in causal_mask_mistakes(T, S):
+        if torch.equal(got, wrong):
+            return f"Looks like {description} (T={T}, S={S})."
+    expected = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+    bad = (got != expected).nonzero()[:3].tolist()
+    return f"causal_mask({T}, {S}) is wrong at (query, key) = {bad}: query i may see keys j <= S - T + i"
+
+
+def causal_attention_mistakes(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None):
+    """Yield ``(description, output)`` for classic mistakes of causal (+ extra mask) attention.
+
+    The right answer is attention under ``causal & attn_mask`` with the offset-aware
+    causal mask (query ``i`` at position ``S - T + i``).
+
+    Shapes:
+        q: (*, T, D); k: (*, S, D); v: (*, S, Dv); attn_mask broadcastable to (*, T, S)
+        each output: (*, T, Dv)
+    """
+    T, S = q.shape[-2], k.shape[-2]
+    extra = torch.ones(T, S, dtype=torch.bool) if attn_mask is None else attn_mask
+    for description, wrong_causal in causal_mask_mistakes(T, S):
+        yield description, _attention_with(q, k, v, wrong_causal & extra)
+    if attn_mask is not None:
+        yield (
+            "you dropped the extra (padding) mask: combine it with the causal mask (causal & attn_mask)",
+            _attention_with(q, k, v, torch.ones(T, S, dtype=torch.bool).tril(S - T)),
+        )
+        yield (
+            "you used only the extra mask and forgot the causal mask",
+            _attention_with(q, k, v, attn_mask),
+        )
+    full = torch.ones(T, S, dtype=torch.bool).tril(S - T) & extra
+    for description, wrong in attention_mistakes(q, k, v, full):
+        yield description, wrong
+
+
+def explain_causal_attention_mismatch(
+    got: object, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None
+) -> str:
+    """A sentence naming the mistake that reproduces ``got`` for causal attention, or a hint.
+
+    Shapes:
+        got: (*, T, Dv); q: (*, T, D); k: (*, S, D); v: (*, S, Dv); attn_mask broadcastable to (*, T, S)
+    """
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if attn_mask is not None:
+        shapes += f", attn_mask {tuple(attn_mask.shape)}"
+    if not isinstance(got, Tensor):
+        return f"expected a tensor output, got {type(got).__name__} (for {shapes})"
+    expected_shape = (*q.shape[:-1], v.shape[-1])
+    if tuple(got.shape) != expected_shape:
+        return f"output has shape {tuple(got.shape)}, expected {expected_shape} (for {shapes})"
+    if torch.isnan(got).any():
+        return (f"output contains NaN (for {shapes}): a query row with no allowed key must give zeros, "
+                "not softmax of all -inf = 0/0 = NaN")
+    if not torch.isfinite(got).all():
+        return f"output contains inf (for {shapes})"
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    atol = 1e-4 if q.dtype == torch.float32 else 3e-2
+    for description, wrong in causal_attention_mistakes(q32, k32, v32, attn_mask):
+        if torch.allclose(got.float(), wrong, atol=atol, rtol=1e-3):
+            return f"Looks like {description} (for {shapes})."
+    return f"output differs from attention under the offset-aware causal mask (for {shapes})"
+
+
+# ----------------------------------------------------------------- chapter 3: padding
+
+
+def padded_mask_mistakes(attention_mask: Tensor, T: int):
+    """Yield ``(description, mask)`` for classic mistakes combining causal and padding masks.
+
+    Shapes:
+        attention_mask: (B, S), 1 = real token; each mask: (B, 1, T, S), dtype bool
+    """
+    B, S = attention_mask.shape
+    keys = (attention_mask != 0)[:, None, None, :]  # (B, 1, 1, S)
+    causal = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+    yield (
+        "you dropped the padding mask: queries attend to pad keys",
+        causal.expand(B, 1, T, S),
+    )
+    yield "you forgot the causal mask: queries see future tokens", keys.expand(B, 1, T, S)
+    if T != S:
+        yield (
+            "your causal part is aligned to the top-left (like is_causal=True); the T queries are the last T "
+            "of the S positions: use tril(diagonal=S - T)",
+            keys & torch.ones(T, S, dtype=torch.bool).tril(),
+        )
+    yield "your causal diagonal is off by one", keys & torch.ones(T, S, dtype=torch.bool).tril(S - T + 1)
+    yield "you used triu where tril was meant", keys & torch.ones(T, S, dtype=torch.bool).triu(S - T)
+    queries = (attention_mask != 0)[:, None, -T:, None]  # (B, 1, T, 1)
+    yield (
+        "you masked the pad queries (rows) instead of the pad keys (columns)",
+        queries & causal,
+    )
+
+
+def explain_padded_mask_mismatch(got: object, attention_mask: Tensor, T: int) -> str:
+    """A sentence naming the mistake that reproduces a wrong (B, 1, T, S) causal+padding mask."""
+    B, S = attention_mask.shape
+    if not isinstance(got, Tensor):
+        return f"expected a bool tensor, got {type(got).__name__}"
+    if got.dtype != torch.bool:
+        return f"the mask must be a bool tensor (True = may attend), got dtype {got.dtype}"
+    if tuple(got.shape) != (B, 1, T, S):
+        return f"the mask must have shape (B, 1, T, S) = {(B, 1, T, S)}, got {tuple(got.shape)}"
+    for description, wrong in padded_mask_mistakes(attention_mask, T):
+        if torch.equal(got, wrong):
+            return f"Looks like {description} (attention_mask {tuple(attention_mask.shape)}, T={T})."
+    return (f"the mask is wrong (attention_mask {tuple(attention_mask.shape)}, T={T}): query i (at position "
+            "S - T + i) may see key j when j <= S - T + i AND key j is a real token")
+
+
+def explain_position_ids_mismatch(got: object, attention_mask: Tensor) -> str:
+    """A sentence naming the mistake that reproduces wrong position ids for ``attention_mask``."""
+    if not isinstance(got, Tensor):
+        return f"expected a tensor, got {type(got).__name__}"
+    if tuple(got.shape) != tuple(attention_mask.shape):
+        return f"position ids must have the shape of attention_mask {tuple(attention_mask.shape)}, got {tuple(got.shape)}"
+    if got.dtype != torch.long:
+        return f"position ids must be torch.long (they index a table), got {got.dtype}"
+    real = attention_mask != 0
+    count = real.long().cumsum(-1)
+    S = attention_mask.shape[-1]
+    if torch.equal(got, torch.arange(S).expand_as(got)):
+        return ("Looks like your position ids were not shifted for left padding: you used arange(S), so a "
+                "left-padded sequence starts at the number of pads instead of 0. Count only real tokens.")
+    if torch.equal(got[real], count[real]):
+        return "your positions start at 1: the first real token is at position 0 (cumsum - 1)"
+    if torch.equal(got[real], (count - 1)[real]):
+        return "the real tokens' positions are right, but pad positions must be 0"
+    return "wrong position ids: each real token gets the number of real tokens before it (0, 1, 2, ...); pads get 0"
+
+
+# ------------------------------------------------------------------ heads (chapters 4, 5)
+def _split_with(x: Tensor, n_heads: int, how: str = "right") -> Tensor:
+    """Head split done right or with one classic mistake.
+
+    Shapes:
+        x: (B, T, C) -> (B, H, T, D), D = C // H
+    """
+    batch, positions, width = x.shape
+    d = width // n_heads
+    if how == "strided":  # (B, T, C) -> (B, T, D, H) -> (B, H, T, D): head h gets channels h, h+H, ...
+        return x.reshape(batch, positions, d, n_heads).permute(0, 3, 1, 2)
+    if how == "no_transpose":  # (B, T, C) viewed straight as (B, H, T, D): heads mix positions
+        return x.reshape(batch, n_heads, positions, d)
+    return x.reshape(batch, positions, n_heads, d).transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+
+
+def _merge_with(x: Tensor, how: str = "right") -> Tensor:
+    """Head merge done right or with one classic mistake.
+
+    Shapes:
+        x: (B, H, T, D) -> (B, T, C), C = H * D
+    """
+    batch, n_heads, positions, d = x.shape
+    if how == "strided":  # (B, H, T, D) -> (B, T, D, H) -> (B, T, C)
+        return x.permute(0, 2, 3, 1).reshape(batch, positions, n_heads * d)
+    if how == "no_transpose":  # (B, H, T, D) reshaped straight to (B, T, C)
+        return x.reshape(batch, positions, n_heads * d)
+    if how == "wrong_axes":  # (B, H, T, D) -> (B, H, D, T) -> (B, T, C)
+        return x.transpose(2, 3).reshape(batch, positions, n_heads * d)
+    return x.transpose(1, 2).reshape(batch, positions, n_heads * d)  # (B, T, H, D) -> (B, T, C)
+
+
+SPLIT_MISTAKES = {
+    "strided": "you split with view(B, T, D, H): head h gets the strided channels h, h+H, h+2H, ... "
+    "instead of the D consecutive channels h*D ... h*D+D-1; view as (B, T, H, D), then transpose(1, 2)",
+    "no_transpose": "you reshaped (B, T, C) straight to (B, H, T, D) without transposing, so heads mix "
+    "positions; view as (B, T, H, D), then transpose(1, 2)",
+}
+MERGE_MISTAKES = {
+    "strided": "your merge_heads puts head h on the strided channels h, h+H, ... (a (B, T, D, H) layout): "
+    "it is not the inverse of split_heads; transpose(1, 2) back to (B, T, H, D), then reshape",
+    "no_transpose": "your merge_heads reshapes (B, H, T, D) straight to (B, T, C) without transposing back: "
+    "it is not the inverse of split_heads",
+    "wrong_axes": "your merge_heads transposes the wrong axes (T and D instead of H and T): "
+    "it is not the inverse of split_heads; use transpose(1, 2)",
+}
+
+
+def explain_split_mismatch(got: Tensor, x: Tensor, n_heads: int) -> str:
+    """Name the mistake behind a wrong ``split_heads(x, n_heads)`` result.
+
+    Shapes:
+        got: the learner's result; x: (B, T, C); expected (B, H, T, D)
+    """
+    batch, positions, width = x.shape
+    want = (batch, n_heads, positions, width // n_heads)
+    if not isinstance(got, Tensor):
+        return f"split_heads must return a tensor, got {type(got).__name__}"
+    if tuple(got.shape) != want:
+        return (f"split_heads(x of shape {tuple(x.shape)}, H={n_heads}) must have shape (B, H, T, D) = {want}, "
+                f"got {tuple(got.shape)}: did you transpose the wrong axes? transpose(1, 2) swaps T and H")
+    for how, description in SPLIT_MISTAKES.items():
+        if torch.equal(got, _split_with(x, n_heads, how)):
+            return f"Looks like {description} (x of shape {tuple(x.shape)}, H={n_heads})."
+    return (f"split_heads is wrong for x of shape {tuple(x.shape)}, H={n_heads}: head h must hold "
+            f"channels h*D ... h*D+D-1 of every position")
+
+
+def explain_merge_mismatch(got: Tensor, heads: Tensor) -> str:
+    """Name the mistake behind a wrong ``merge_heads(heads)`` result.
+
+    Shapes:
+        got: the learner's result; heads: (B, H, T, D); expected (B, T, C)
+    """
+    batch, n_heads, positions, d = heads.shape
+    want = (batch, positions, n_heads * d)
+    if not isinstance(got, Tensor):
+        return f"merge_heads must return a tensor, got {type(got).__name__}"
+    if tuple(got.shape) != want:
+        return f"merge_heads of shape {tuple(heads.shape)} must give (B, T, C) = {want}, got {tuple(got.shape)}"
+    for how, description in MERGE_MISTAKES.items():
+        if torch.equal(got, _merge_with(heads, how)):
+            return f"Looks like {description} (heads of shape {tuple(heads.shape)})."
+    return (f"merge_heads is not the inverse of split_heads for heads of shape {tuple(heads.shape)}: "
+            "head h must land on channels h*D ... h*D+D-1")
+
+
+def load_torch_mha_weights(module, mha) -> None:
+    """Copy ``torch.nn.MultiheadAttention`` weights into a module with ``q_proj``/``k_proj``/``v_proj``/``o_proj``.
+
+    Raises ``ValueError`` naming the shapes when they do not fit. ``mha`` is not modified.
+
+    Shapes:
+        mha.in_proj_weight: (3C, C) -> rows [0, C), [C, 2C), [2C, 3C) for q, k, v
+    """
+    c = mha.embed_dim
+    pairs = [(module.q_proj, mha.in_proj_weight[:c], None if mha.in_proj_bias is None else mha.in_proj_bias[:c]),
+             (module.k_proj, mha.in_proj_weight[c:2 * c], None if mha.in_proj_bias is None else mha.in_proj_bias[c:2 * c]),
+             (module.v_proj, mha.in_proj_weight[2 * c:], None if mha.in_proj_bias is None else mha.in_proj_bias[2 * c:]),
+             (module.o_proj, mha.out_proj.weight, mha.out_proj.bias)]
+    with torch.no_grad():
+        for name, (layer, weight, bias) in zip(("q_proj", "k_proj", "v_proj", "o_proj"), pairs):
+            if tuple(layer.weight.shape) != tuple(weight.shape):
+                raise ValueError(f"{name}.weight has shape {tuple(layer.weight.shape)}, "
+                                 f"nn.MultiheadAttention's has {tuple(weight.shape)}")
+            layer.weight.copy_(weight)
+            if (layer.bias is None) != (bias is None):
+                raise ValueError(f"{name}: bias {'missing' if layer.bias is None else 'present'} here, "
+                                 f"{'missing' if bias is None else 'present'} in nn.MultiheadAttention")
+            if bias is not None:
+                layer.bias.copy_(bias)
+
+
+def multihead_mistakes(module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
+                       context: Tensor | None = None, n_kv_heads: int | None = None):
+    """Yield ``(description, output)`` for each classic multi-head / grouped-query mistake.
+
+    Uses the module's own ``q_proj``, ``k_proj``, ``v_proj`` and ``o_proj``.
+
+    Shapes:
+        x: (B, T, C); context: (B, S, C) or None (then S = T)
+        attn_mask: bool (T, S) or (B, T, S), True = may attend, shared by all heads
+        each output: (B, T, C)
+    """
+    src = x if context is None else context
+    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    group = n_heads // n_kv_heads
+    width = x.shape[-1]
+    d = width // n_heads
+    mask = None if attn_mask is None else attn_mask.unsqueeze(-3)  # (..., T, S) -> (..., 1, T, S)
+    with torch.no_grad():
+        q, k, v = module.q_proj(x), module.k_proj(src), module.v_proj(src)
+
+        def run(split="right", merge="right", scale=1.0 / math.sqrt(d), out_proj=True, expand="interleave"):
+            qh = _split_with(q, n_heads, split)
+            kh, vh = _split_with(k, n_kv_heads, split), _split_with(v, n_kv_heads, split)
+            if group > 1:  # (B, Hkv, S, D) -> (B, H, S, D)
+                if expand == "interleave":
+                    kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
+                else:
+                    kh, vh = kh.repeat(1, group, 1, 1), vh.repeat(1, group, 1, 1)
+            out = _merge_with(_attention_with(qh, kh, vh, mask, scale=scale), merge)
+            return module.o_proj(out) if out_proj else out
+
+        yield ("you scaled the logits by 1/sqrt(C), C = the model width; the scale is 1/sqrt(D), "
+               "D = C // H, the width of one head", run(scale=1.0 / math.sqrt(width)))
+        yield "you did not scale the logits: divide q·k by sqrt(D) of a head", run(scale=1.0)
+        yield "you forgot the output projection o_proj after merging the heads", run(out_proj=False)
+        if group > 1 and n_kv_heads > 1:
+            yield ("query head h is paired with K/V head h % Hkv (tiling with repeat, or grouping the query "
+                   "heads in the wrong order) instead of K/V head h // G (repeat_interleave)", run(expand="tile"))
+        if n_heads > 1:
+            yield SPLIT_MISTAKES["strided"], run(split="strided", merge="strided")
+            yield (SPLIT_MISTAKES["no_transpose"], run(split="no_transpose", merge="no_transpose"))
+            for how in ("strided", "no_transpose", "wrong_axes"):
+                yield MERGE_MISTAKES[how], run(merge=how)
+            yield ("your split_heads and merge_heads are not inverses (split with view(B, T, D, H))",
+                   run(split="strided"))
+
+
+def explain_multihead_mismatch(got: Tensor, module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
+                               context: Tensor | None = None, n_kv_heads: int | None = None) -> str:
+    """A sentence naming the mistake that reproduces the module output ``got``, or a generic hint.
+
+    Shapes:
+        got: (B, T, C); x: (B, T, C); context: (B, S, C) or None; attn_mask (T, S) or (B, T, S)
+    """
+    s = x.shape[1] if context is None else context.shape[1]
+    where = f"x {tuple(x.shape)}, S={s}, H={n_heads}" + ("" if n_kv_heads is None else f", Hkv={n_kv_heads}")
+    if attn_mask is not None:
+        where += f", mask {tuple(attn_mask.shape)}"
+    if not isinstance(got, Tensor):
+        return f"forward must return (output, weights) with a tensor output, got {type(got).__name__} ({where})"
+    if tuple(got.shape) != tuple(x.shape):
+        return f"output must have the shape of x, (B, T, C) = {tuple(x.shape)}, got {tuple(got.shape)} ({where})"
+    for description, wrong in multihead_mistakes(module, x, n_heads, attn_mask, context, n_kv_heads):
+        if torch.allclose(got, wrong, atol=1e-4, rtol=1e-3):
+            return f"Looks like {description} ({where})."
+    return f"output differs from PyTorch's ({where})"
+
+
+def explain_repeat_kv_mismatch(got: Tensor, x: Tensor, n_rep: int) -> str:
+    """Name the mistake behind a wrong ``repeat_kv(x, n_rep)``.
+
+    Shapes:
+        x: (B, Hkv, S, D); expected (B, Hkv * n_rep, S, D)
+    """
+    want = (x.shape[0], x.shape[1] * n_rep, *x.shape[2:])
+    if not isinstance(got, Tensor):
+        return f"repeat_kv must return a tensor, got {type(got).__name__}"
+    if tuple(got.shape) != want:
+        return f"repeat_kv(x of shape {tuple(x.shape)}, n_rep={n_rep}) must have shape {want}, got {tuple(got.shape)}"
+    if torch.equal(got, x.repeat(1, n_rep, 1, 1)):
+        return (f"Looks like you used repeat (tiling: output head h = K/V head h % Hkv) instead of "
+                f"repeat_interleave (output head h = K/V head h // n_rep) (x {tuple(x.shape)}, n_rep={n_rep}).")
+    return f"repeat_kv is wrong for x {tuple(x.shape)}, n_rep={n_rep}: output head h must be input head h // n_rep"
+
+
+def explain_gqa_mismatch(got: Tensor, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> str:
+    """Name the mistake behind a wrong grouped-query attention output.
+
+    Shapes:
+        q: (B, H, T, D); k, v: (B, Hkv, S, D); attn_mask broadcastable to (B, H, T, S); got (B, H, T, D)
+    """
+    group = q.shape[1] // k.shape[1]
+    where = f"q {tuple(q.shape)}, k {tuple(k.shape)}" + ("" if attn_mask is None else f", mask {tuple(attn_mask.shape)}")
+    if not isinstance(got, Tensor) or tuple(got.shape) != tuple(q.shape):
+        shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+        return f"output must have the shape of q, (B, H, T, D) = {tuple(q.shape)}, got {shape} ({where})"
+    if k.shape[1] > 1 and group > 1:
+        tiled = _attention_with(q, k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1), attn_mask)
+        if torch.allclose(got, tiled, atol=1e-4, rtol=1e-3):
+            return (f"Looks like query head h is paired with K/V head h % Hkv (tiling with repeat, or grouping "
+                    f"the query heads in the wrong order) instead of K/V head h // G (repeat_interleave) ({where}).")
+    return explain_attention_mismatch(got, q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), attn_mask)
+
+
+def explain_pooling_mismatch(got: Tensor, weight: Tensor, n_kv_heads: int, head_dim: int) -> str:
+    """Name the mistake behind a wrong mean-pooled K or V projection weight (MHA -> GQA).
+
+    Shapes:
+        weight: (H * D, C) of the original; got: (Hkv * D, C) expected
+    """
+    rows, width = weight.shape
+    n_heads = rows // head_dim
+    group = n_heads // n_kv_heads
+    want = (n_kv_heads * head_dim, width)
+    if not isinstance(got, Tensor) or tuple(got.shape) != want:
+        shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
+        return (f"the pooled k_proj/v_proj weight must have shape (Hkv * D, C) = {want}, got {shape}: "
+                "keep only Hkv key/value heads, or no memory is saved")
+    heads = weight.reshape(n_heads, head_dim, width)
+    candidates = {
+        "you pooled interleaved heads h, h+Hkv, h+2*Hkv, ... instead of the consecutive heads "
+        "g*G ... g*G+G-1 of each group": heads.reshape(group, n_kv_heads, head_dim, width).mean(0),
+        "you kept the first head of each group instead of the mean": heads.reshape(n_kv_heads, group, head_dim, width)[:, 0],
+        "you summed the heads of each group instead of averaging them": heads.reshape(n_kv_heads, group, head_dim, width).sum(1),
+    }
+    for description, wrong in candidates.items():
+        if torch.allclose(got, wrong.reshape(want), atol=1e-6):
+            return f"Looks like {description} (H={n_heads}, Hkv={n_kv_heads}, D={head_dim})."
+    return (f"pooled weight is wrong (H={n_heads}, Hkv={n_kv_heads}, D={head_dim}): K/V head g must be the mean "
+            f"of the original heads g*G ... g*G+G-1")
+
+
+# ----------------------------------------------------------------------------
+# Chapter 6: cached greedy decoding.
+
+GENERATION_MISTAKES = {
+    "top_left_mask": (
+        "you used a top-left causal mask (tril of a (T, S) block, or is_causal=True) with a cache: "
+        "with T != S the T queries are the LAST T positions, query i sits at S - T + i"
+    ),
+    "pad_mask_dropped": (
+        "the pad mask was dropped after the first decode step: carry the prompt's attention_mask "
+        "(its 0s) and append a 1 column per generated token"
+    ),
+    "positions_restart": (
+        "your position ids restart instead of continuing: a new token's position counts every real "
+        "token before it, the cached ones included (position_ids of the whole mask, last T columns)"
+    ),
+}
+# (Positions not shifted for left padding are no mistake to diagnose here: rotary scores depend on
+# m - n only, so shifting every position of a sequence by its pad count changes nothing.)
+
+
+def _variant_inputs(mistake: str | None, mask: Tensor, T: int, decoding: bool) -> tuple[Tensor, Tensor]:
+    """attn_mask (B, 1, T, S) and position_ids (B, T) for one call, with ``mistake`` applied.
+
+    Shapes:
+        mask: (B, S) 1 = real token; returns (B, 1, T, S) bool, (B, T) long
+    """
+    from attnlab.masks import causal_mask, padding_mask, position_ids
+
+    B, S = mask.shape
+    if mistake == "pad_mask_dropped" and decoding:
+        mask = torch.ones_like(mask)  # the pads are forgotten from here on
+    keys = padding_mask(mask)  # (B, 1, 1, S)
+    if mistake == "top_left_mask":
+        causal = torch.ones(T, S, dtype=torch.bool, device=mask.device).tril()  # top-left: wrong if T != S
+    else:
+        causal = causal_mask(T, S, device=mask.device)  # (T, S)
+    if mistake == "positions_restart":
+        positions = position_ids(mask[:, -T:])  # counts the new columns only: restarts at 0
+    else:
+        positions = position_ids(mask)[:, -T:]  # (B, S) -> (B, T)
+    return keys & causal, positions
+
+
+@torch.no_grad()
+def greedy_with_mistake(model, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int,
+                        prefill_chunk: int | None = None, mistake: str | None = None) -> tuple[Tensor, Tensor]:
+    """Cached greedy decoding with one classic mistake of ``GENERATION_MISTAKES`` (or none).
+
+    Uses the package's ``KVCache`` and ``LlamaLM.forward_with_mask``; with
+    ``mistake=None`` it agrees with :func:`attnlab.generation.generate_with_logits`.
+
+    Shapes:
+        input_ids, attention_mask: (B, P), left-padded
+        returns: tokens (B, N), logits (B, N, V)
+    """
+    from attnlab.generation import extend_attention_mask
+
+    if mistake is not None and mistake not in GENERATION_MISTAKES:
+        raise ValueError(f"unknown mistake {mistake!r}; known: {sorted(GENERATION_MISTAKES)}")
+    B, P = input_ids.shape
+    caches = model.new_caches(B, capacity=P + max_new_tokens)
+    chunk = P if prefill_chunk is None else prefill_chunk
+    for start in range(0, P, chunk):
+        end = min(start + chunk, P)
+        attn_mask, positions = _variant_inputs(mistake, attention_mask[:, :end], end - start, decoding=False)
+        logits = model.forward_with_mask(input_ids[:, start:end], attn_mask, positions, caches)
+    next_logits, mask = logits[:, -1], attention_mask
+    tokens, all_logits = [], []
+    for step in range(max_new_tokens):
+        token = next_logits.argmax(-1)  # (B,)
+        tokens.append(token)
+        all_logits.append(next_logits)
+        if step == max_new_tokens - 1:
+            break
+        mask = extend_attention_mask(mask, 1)  # (B, S) -> (B, S + 1)
+        attn_mask, positions = _variant_inputs(mistake, mask, 1, decoding=True)
+        next_logits = model.forward_with_mask(token[:, None], attn_mask, positions, caches)[:, -1]
+    return torch.stack(tokens, 1), torch.stack(all_logits, 1)  # (B, N), (B, N, V)
+
+
+def explain_generation_mismatch(model, input_ids: Tensor, attention_mask: Tensor, got_logits: object,
+                                prefill_chunk: int | None = None, atol: float = 1e-4) -> str:
+    """Name the decoding mistake that reproduces ``got_logits``, or say where they first differ.
+
+    Shapes:
+        input_ids, attention_mask: (B, P); got_logits: (B, N, V), the learner's
+    """
+    B, P = input_ids.shape
+    where = f"(B={B}, P={P} prompt columns, {int((attention_mask == 0).sum())} pads, prefill_chunk={prefill_chunk})"
+    if not isinstance(got_logits, Tensor) or got_logits.dim() != 3 or got_logits.shape[0] != B:
+        shape = tuple(got_logits.shape) if isinstance(got_logits, Tensor) else type(got_logits).__name__
+        return f"logits must be a (B, N, V) tensor, got {shape} {where}"
+    N = got_logits.shape[1]
+    _, truth = greedy_with_mistake(model, input_ids, attention_mask, N, prefill_chunk)
+    if got_logits.shape != truth.shape:
+        return f"logits have shape {tuple(got_logits.shape)}, expected {tuple(truth.shape)} {where}"
+    if not torch.isfinite(got_logits).all():
+        return f"your logits contain NaN or inf {where}"
+    for mistake, description in GENERATION_MISTAKES.items():
+        _, wrong = greedy_with_mistake(model, input_ids, attention_mask, N, prefill_chunk, mistake)
+        if not torch.allclose(wrong, truth, atol=atol, rtol=0) and torch.allclose(got_logits, wrong, atol=atol, rtol=0):
+            return f"Looks like {description} {where}."
+    bad_steps = [n for n in range(N) if not torch.allclose(got_logits[:, n], truth[:, n], atol=atol, rtol=0)]
+    first = bad_steps[0] if bad_steps else None
+    stage = "the prefill (step 0)" if first == 0 else f"decode step {first}"
+    return (f"cached logits differ from the uncached model's from {stage} on {where}; "
+            "check the cache update, the mask for T queries after a cache and the position ids")
+
+
+def explain_cache_update(length_before: int, length_after: object, T: int, k_all: object, want_k: Tensor) -> str | None:
+    """Name what a learner's ``KVCache.update`` did wrong, or ``None`` if it did it right.
+
+    ``want_k`` is every key written so far, in order (oldest first).
+
+    Shapes:
+        k_all: (B, Hkv, S', D), what update returned; want_k: (B, Hkv, S, D), S = length_before + T
+    """
+    S = want_k.shape[2]
+    if length_after == length_before:
+        return ("length did not change after an update: your cache never appends "
+                "(write k, v into slots [length, length + T) and advance length by T)")
+    if length_after == length_before + 2 * T:
+        return f"length grew by 2T = {2 * T} for T={T} new positions: your cache appends twice"
+    if length_after != S:
+        return f"after writing {S} positions length is {length_after}, expected {S}"
+    if not isinstance(k_all, Tensor) or tuple(k_all.shape) != tuple(want_k.shape):
+        shape = tuple(k_all.shape) if isinstance(k_all, Tensor) else type(k_all).__name__
+        if isinstance(k_all, Tensor) and k_all.dim() == 4 and k_all.shape[2] == T != S:
+            return (f"after {S} positions update returned only the {T} new ones: your cache never appends "
+                    "(return all cached positions, oldest first)")
+        return f"after {S} positions update returned keys of shape {shape}, expected {tuple(want_k.shape)}"
+    if not torch.equal(k_all, want_k):
+        bad = [s for s in range(S) if not torch.equal(k_all[:, :, s], want_k[:, :, s])]
+        return (f"slots {bad} of {S} hold the wrong keys: your cache overwrites the wrong slot; "
+                "the new positions go to slots [length, length + T), the old ones stay")
+    return None
