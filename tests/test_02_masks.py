@@ -219,3 +219,44 @@ def test_additive_mask_and_min_value_reject_bad_input():
         min_value(torch.int64)
     with pytest.raises(ValueError, match=r"list"):
         additive_mask([[True]], torch.float32)
+
+
+# ----------------------------------------------- feedback that names the mistake (diagnose)
+
+
+from attnlab.attention import stable_softmax  # noqa: E402
+from attnlab.diagnose import explain_causal_attention_mismatch, explain_causal_mask_mismatch  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("build", "T", "S", "phrase"),
+    [
+        (lambda T, S: torch.ones(T, S, dtype=torch.bool).triu(S - T), 4, 4, "triu where tril"),
+        (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(S - T + 1), 3, 5, "off by one"),
+        (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(S - T - 1), 3, 5, "off by one"),
+        (lambda T, S: torch.ones(T, S, dtype=torch.bool).tril(), 2, 6, "top-left"),
+        (lambda T, S: torch.ones(T, S, dtype=torch.long).tril(S - T), 3, 3, "bool"),
+        (lambda T, S: torch.ones(S, T, dtype=torch.bool), 2, 4, "shape"),
+    ],
+)
+def test_explain_causal_mask_mismatch_names_the_mistake(build, T, S, phrase):
+    assert phrase in explain_causal_mask_mismatch(build(T, S), T, S)
+
+
+def test_explain_causal_attention_mismatch_names_the_mistake():
+    q, k, v = random_qkv(2, 2, 3, 6, 8, seed=9)
+    keys = torch.tensor([[True] * 6, [False, False, True, True, True, True]])[:, None, None, :]
+    right = tril_reference(3, 6) & keys
+
+    def attend(mask, after=False):
+        scores = q @ k.transpose(-2, -1) / 8**0.5
+        if after:
+            return torch.softmax(scores, -1).masked_fill(~mask, 0) @ v
+        return stable_softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v  # empty rows: zeros
+
+    top_left = torch.ones(3, 6, dtype=torch.bool).tril() & keys
+    assert "top-left" in explain_causal_attention_mismatch(attend(top_left), q, k, v, keys)
+    assert "dropped the extra" in explain_causal_attention_mismatch(attend(tril_reference(3, 6)), q, k, v, keys)
+    assert "after the softmax" in explain_causal_attention_mismatch(attend(right, after=True), q, k, v, keys)
+    nan = torch.full((2, 2, 3, 8), float("nan"))
+    assert "NaN" in explain_causal_attention_mismatch(nan, q, k, v, keys)

@@ -320,3 +320,64 @@ def test_padded_batch_in_low_precision_is_finite_and_close(dtype):
     assert torch.isfinite(low).all()
     real = mask == 1
     torch.testing.assert_close(low[real], full[real], atol=5e-2, rtol=0)
+
+
+# ------------------------------------- the Llama-style model: left padding vs right padding
+
+
+def _small_llama():
+    from attnlab import LlamaConfig, LlamaLM
+
+    torch.manual_seed(0)
+    return LlamaLM(LlamaConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=4, max_seq_len=48)).eval()
+
+
+def test_llama_left_padded_generation_equals_one_at_a_time_and_right_padding_does_not():
+    from attnlab import generate
+
+    model = _small_llama()
+    prompts = ["the cat sat", "hi", "attention is"]
+    alone = [generate(model, torch.tensor([TOK.encode(p)]), max_new_tokens=8)[0] for p in prompts]
+    ids, mask = TOK(prompts, padding_side="left")
+    left = generate(model, ids, mask, max_new_tokens=8)
+    for a, b in zip(alone, left):
+        assert torch.equal(a, b)
+    ids, mask = TOK(prompts, padding_side="right")
+    right = generate(model, ids, mask, max_new_tokens=8)
+    assert not torch.equal(right[1], alone[1]), "the padded short prompt must go wrong under right padding"
+
+
+def test_llama_rejects_bad_attention_masks_and_long_prompts():
+    from attnlab import generate
+
+    model = _small_llama()
+    ids, mask = TOK(["hello", "hi"], padding_side="left")
+    with pytest.raises(ValueError, match=r"found values \[2\]"):
+        model(ids, attention_mask=mask * 2)
+    with pytest.raises(ValueError, match=r"torch\.float32"):
+        model(ids, attention_mask=mask.float())
+    with pytest.raises(ValueError, match=r"\(2, 5\).*\(2, 4\)"):
+        model(ids, attention_mask=mask[:, 1:])
+    with pytest.raises(ValueError, match=r"P=50.*max_seq_len 48"):
+        generate(model, torch.ones(1, 50, dtype=torch.long) * 3, max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"S=49.*max_seq_len 48"):
+        model(torch.ones(1, 49, dtype=torch.long) * 3)
+
+
+# ----------------------------------------------- feedback that names the mistake (diagnose)
+
+
+def test_explain_padded_mask_and_position_ids_name_the_mistake():
+    from attnlab.diagnose import explain_padded_mask_mismatch, explain_position_ids_mismatch
+
+    _, mask = TOK(TEXTS, padding_side="left")
+    B, S = mask.shape
+    T = 2
+    causal_only = causal_mask(T, S).expand(B, 1, T, S)
+    assert "dropped the padding mask" in explain_padded_mask_mismatch(causal_only, mask, T)
+    top_left = padding_mask(mask) & torch.ones(T, S, dtype=torch.bool).tril()
+    assert "top-left" in explain_padded_mask_mismatch(top_left, mask, T)
+    assert "shape" in explain_padded_mask_mismatch(attention_mask_for(mask, T)[:, 0], mask, T)
+    unshifted = torch.arange(S).expand(B, S)
+    assert "not shifted for left padding" in explain_position_ids_mismatch(unshifted, mask)
+    assert "start at 1" in explain_position_ids_mismatch(position_ids(mask) + mask, mask)

@@ -1,0 +1,20 @@
+"""The batch check pads on the right, where a dropped pad mask hides: real queries never reach the pads."""
+# feedback: with right padding a dropped pad mask hides
+# cell: batch_vs_alone
+def batch_vs_alone(attend, lengths, D=8, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B, S = len(lengths), max(lengths)
+    qkv = torch.randn(3, B, 1, S, D, generator=g)
+    attention_mask = torch.zeros(B, S, dtype=torch.long)
+    for b, L in enumerate(lengths):
+        attention_mask[b, :L] = 1
+    q, k, v = qkv.to(dtype)
+    batch, _ = attend(q, k, v, padded_causal_mask(attention_mask))
+    if not torch.isfinite(batch).all():
+        return float("inf")
+    worst = 0.0
+    for b, L in enumerate(lengths):
+        q1, k1, v1 = qkv[:, b:b + 1, :, :L].to(dtype)
+        alone, _ = attend(q1, k1, v1, padded_causal_mask(torch.ones(1, L, dtype=torch.long)))
+        worst = max(worst, (batch[b, :, :L].float() - alone[0].float()).abs().max().item())
+    return worst
