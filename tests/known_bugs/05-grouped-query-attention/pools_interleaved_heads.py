@@ -1,0 +1,19 @@
+"""Mean-pools the interleaved heads h, h+Hkv, h+2*Hkv, ... instead of the consecutive heads of each group."""
+# feedback: interleaved heads
+# cell: mha_to_gqa
+def mha_to_gqa(mha, n_kv_heads):
+    H, D, C = mha.n_heads, mha.head_dim, mha.d_model
+    if mha.n_kv_heads != H:
+        raise ValueError(f"mha must be multi-head, got Hkv={mha.n_kv_heads}, H={H}")
+    if n_kv_heads < 1 or H % n_kv_heads != 0:
+        raise ValueError(f"n_heads H={H} is not divisible by n_kv_heads Hkv={n_kv_heads}")
+    G = H // n_kv_heads
+    gqa = GroupedQueryAttention(C, H, n_kv_heads, bias=mha.bias)
+    with torch.no_grad():
+        gqa.q_proj.load_state_dict(mha.q_proj.state_dict())
+        gqa.o_proj.load_state_dict(mha.o_proj.state_dict())
+        for source, target in ((mha.k_proj, gqa.k_proj), (mha.v_proj, gqa.v_proj)):
+            target.weight.copy_(source.weight.reshape(G, n_kv_heads, D, C).mean(dim=0).reshape(-1, C))
+            if source.bias is not None:
+                target.bias.copy_(source.bias.reshape(G, n_kv_heads, D).mean(dim=0).reshape(-1))
+    return gqa
