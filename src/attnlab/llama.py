@@ -301,8 +301,28 @@ class LlamaLM(nn.Module):
         if position_ids is None:
             position_ids = new_token_positions(attention_mask, new)  # (B, T)
         attn_mask = attention_mask_for(attention_mask, new)  # (B, 1, T, S), offset-aware causal & padding
+        return self.forward_with_mask(input_ids, attn_mask, position_ids, caches)
+
+    def forward_with_mask(
+        self, input_ids: Tensor, attn_mask: Tensor, position_ids: Tensor, caches: list | None = None
+    ) -> Tensor:
+        """Logits for ``T`` new tokens with a mask and positions the caller built.
+
+        ``forward`` builds ``attn_mask`` and ``position_ids`` from a tokenizer's
+        ``attention_mask``; this is the rest of it, for code (the chapter 6
+        exercise, the graders' diagnoses) that builds them itself. Nothing is
+        checked against the caches: a wrong mask or wrong positions give wrong
+        logits, which is the point.
+
+        Shapes:
+            input_ids: (B, T); attn_mask: bool, broadcastable to (B, H, T, S), True = may attend
+            position_ids: (B, T); caches: n_layers caches or None
+            returns: logits (B, T, V)
+        """
         x = self.embed_tokens(input_ids)  # (B, T) -> (B, T, C)
         layer_caches = caches if caches is not None else [None] * self.config.n_layers
+        if len(layer_caches) != self.config.n_layers:
+            raise ValueError(f"caches must be a list of n_layers={self.config.n_layers} caches, got {len(layer_caches)}")
         for block, cache in zip(self.layers, layer_caches):
             x = block(x, attn_mask, position_ids, cache)  # (B, T, C)
         return self.lm_head(self.norm(x))  # (B, T, C) -> (B, T, V)
