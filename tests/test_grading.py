@@ -16,7 +16,8 @@ A report of which test cells each known bug fails is written to
 """
 
 import csv
-import shutil
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
 import pytest
@@ -63,10 +64,9 @@ def build_submissions(assignment):
     return submissions
 
 
-@pytest.fixture(scope="module", params=ASSIGNMENTS)
-def graded(request, tmp_path_factory):
-    assignment = request.param
-    course = make_course(tmp_path_factory.mktemp(assignment), [assignment])
+def grade_batch(assignment, tmp):
+    """Generate, submit every variant, autograde, feedback, export; return what happened."""
+    course = make_course(tmp, [assignment])
     result = generate(course, assignment)
     assert result.returncode == 0, result.stderr
     submissions = build_submissions(assignment)
@@ -102,6 +102,32 @@ def graded(request, tmp_path_factory):
         "scores": scores,
         "lost": lost,
     }
+
+
+@pytest.fixture(scope="session")
+def grading_runs(request, tmp_path_factory):
+    """Grade the batches of every selected assignment, GRADING_JOBS (default 2) at a time.
+
+    Each batch has its own course directory and gradebook, so batches run side by side
+    (the kernels they start are separate processes); one failing batch fails only its tests.
+    """
+    needed = sorted({
+        item.callspec.params["graded"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and "graded" in item.callspec.params
+    })
+    jobs = int(os.environ.get("GRADING_JOBS", "2"))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {a: pool.submit(grade_batch, a, tmp_path_factory.mktemp(a)) for a in needed}
+        return {a: future.exception() or future.result() for a, future in futures.items()}
+
+
+@pytest.fixture(scope="module", params=ASSIGNMENTS)
+def graded(request, grading_runs):
+    run = grading_runs[request.param]
+    if isinstance(run, BaseException):
+        raise run
+    return run
 
 
 def test_reference_scores_full_marks(graded):
