@@ -173,6 +173,9 @@ def test_every_known_bug_loses_points(graded):
     out.write_text("\n".join(report) + "\n")
     print("\n".join(report))
     assert not escaped, f"known bugs that kept full marks: {escaped}"
+    caught = {cell for bug in bugs for cell in graded["lost"][f"bug-{bug.name}"]}
+    idle = sorted(set(graded["lost"]["untouched"]) - caught)
+    assert not idle, f"test cells that no known bug fails prove nothing yet: {idle}"
 
 
 def test_feedback_names_the_mistake(graded):
