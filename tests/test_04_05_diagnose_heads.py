@@ -8,8 +8,8 @@ from torch import nn
 
 from attnlab import AttentionConfig, GroupedQueryAttention, MultiHeadAttention
 from attnlab.diagnose import (explain_gqa_mismatch, explain_merge_mismatch, explain_multihead_mismatch,
-                              explain_pooling_mismatch, explain_repeat_kv_mismatch, explain_split_mismatch,
-                              load_torch_mha_weights)
+                              explain_pooling_mismatch, explain_repeat_kv_mismatch, explain_split_mismatch)
+from attnlab.multihead import copy_torch_mha_weights
 
 
 def test_split_and_merge_mistakes_are_named():
@@ -46,7 +46,7 @@ def test_module_mistakes_are_named(mistake):
     torch.manual_seed(0)
     ref = nn.MultiheadAttention(16, 4, batch_first=True).eval()
     module = MultiHeadAttention(AttentionConfig(16, 4))
-    load_torch_mha_weights(module, ref)
+    copy_torch_mha_weights(module, ref)
     assert torch.equal(module.k_proj.weight, ref.in_proj_weight[16:32])
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
@@ -72,5 +72,5 @@ def test_gqa_module_tiling_is_named_and_bad_weights_refused():
         k, v = k.repeat(1, 2, 1, 1), v.repeat(1, 2, 1, 1)
         got = gqa.output(gqa.merge(torch.softmax(q @ k.transpose(-2, -1) / 2, -1) @ v))
     assert "h % Hkv" in explain_multihead_mismatch(got, gqa, x, 4, n_kv_heads=2)
-    with pytest.raises(ValueError, match=r"k_proj.weight has shape \(8, 16\).*\(16, 16\)"):
-        load_torch_mha_weights(gqa, nn.MultiheadAttention(16, 4, batch_first=True))
+    with pytest.raises(ValueError, match=r"in_proj_weight has shape \(48, 16\).*\(32, 16\)"):
+        copy_torch_mha_weights(gqa, nn.MultiheadAttention(16, 4, batch_first=True))

@@ -12,7 +12,7 @@ from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
 from attnlab.llama import LlamaConfig, LlamaLM, RMSNorm, RotaryAttention, load_hf_llama_state_dict
 from attnlab.masks import additive_mask, attention_mask_for, causal_mask, min_value, padding_mask, position_ids
-from attnlab.multihead import AttentionConfig, KVCacheProtocol, MultiHeadAttention
+from attnlab.multihead import AttentionConfig, KVCacheProtocol, MultiHeadAttention, copy_torch_mha_weights
 from attnlab.rotary import apply_rotary, rotary_cos_sin, rotate_half
 from attnlab.tokenizer import CharTokenizer
 
@@ -30,6 +30,7 @@ __all__ = [
     "RotaryAttention",
     "apply_rotary",
     "cache_nbytes",
+    "copy_torch_mha_weights",
     "generate",
     "generate_with_logits",
     "load_hf_llama_state_dict",

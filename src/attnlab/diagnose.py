@@ -12,6 +12,9 @@ import torch
 from torch import Tensor
 
 from attnlab.attention import stable_softmax
+from attnlab.heads import merge_heads, split_heads
+from attnlab.generation import extend_attention_mask
+from attnlab.masks import causal_mask, padding_mask, position_ids
 
 
 def _attention_with(q, k, v, attn_mask=None, scale=None, softmax_dim=-1, mask_mode="before"):
@@ -112,7 +115,7 @@ def causal_mask_mistakes(T: int, S: int):
             "the LAST T of S positions: query i sits at S - T + i, use tril(diagonal=S - T)",
             ones.tril(),
         )
-    yield "your mask is inverted: True means 'may attend' (PyTorch's convention)", ~ones.tril(offset)
+    yield "your mask is inverted: True means 'may attend' (PyTorch's convention)", ~causal_mask(T, S)
 
 
 def explain_causal_mask_mismatch(got: object, T: int, S: int) -> str:
@@ -126,8 +129,7 @@ def explain_causal_mask_mismatch(got: object, T: int, S: int) -> str:
     for description, wrong in causal_mask_mistakes(T, S):
         if torch.equal(got, wrong):
             return f"Looks like {description} (T={T}, S={S})."
-    expected = torch.ones(T, S, dtype=torch.bool).tril(S - T)
-    bad = (got != expected).nonzero()[:3].tolist()
+    bad = (got != causal_mask(T, S)).nonzero()[:3].tolist()
     return f"causal_mask({T}, {S}) is wrong at (query, key) = {bad}: query i may see keys j <= S - T + i"
 
 
@@ -148,13 +150,13 @@ def causal_attention_mistakes(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor
     if attn_mask is not None:
         yield (
             "you dropped the extra (padding) mask: combine it with the causal mask (causal & attn_mask)",
-            _attention_with(q, k, v, torch.ones(T, S, dtype=torch.bool).tril(S - T)),
+            _attention_with(q, k, v, causal_mask(T, S)),
         )
         yield (
             "you used only the extra mask and forgot the causal mask",
             _attention_with(q, k, v, attn_mask),
         )
-    full = torch.ones(T, S, dtype=torch.bool).tril(S - T) & extra
+    full = causal_mask(T, S) & extra
     for description, wrong in attention_mistakes(q, k, v, full):
         yield description, wrong
 
@@ -199,7 +201,7 @@ def padded_mask_mistakes(attention_mask: Tensor, T: int):
     """
     B, S = attention_mask.shape
     keys = (attention_mask != 0)[:, None, None, :]  # (B, 1, 1, S)
-    causal = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+    causal = causal_mask(T, S)
     yield (
         "you dropped the padding mask: queries attend to pad keys",
         causal.expand(B, 1, T, S),
@@ -270,7 +272,7 @@ def _split_with(x: Tensor, n_heads: int, how: str = "right") -> Tensor:
         return x.reshape(batch, positions, d, n_heads).permute(0, 3, 1, 2)
     if how == "no_transpose":  # (B, T, C) viewed straight as (B, H, T, D): heads mix positions
         return x.reshape(batch, n_heads, positions, d)
-    return x.reshape(batch, positions, n_heads, d).transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+    return split_heads(x, n_heads)  # (B, T, C) -> (B, H, T, D)
 
 
 def _merge_with(x: Tensor, how: str = "right") -> Tensor:
@@ -286,7 +288,7 @@ def _merge_with(x: Tensor, how: str = "right") -> Tensor:
         return x.reshape(batch, positions, n_heads * d)
     if how == "wrong_axes":  # (B, H, T, D) -> (B, H, D, T) -> (B, T, C)
         return x.transpose(2, 3).reshape(batch, positions, n_heads * d)
-    return x.transpose(1, 2).reshape(batch, positions, n_heads * d)  # (B, T, H, D) -> (B, T, C)
+    return merge_heads(x)  # (B, H, T, D) -> (B, T, C)
 
 
 SPLIT_MISTAKES = {
@@ -342,32 +344,6 @@ def explain_merge_mismatch(got: Tensor, heads: Tensor) -> str:
             return f"Looks like {description} (heads of shape {tuple(heads.shape)})."
     return (f"merge_heads is not the inverse of split_heads for heads of shape {tuple(heads.shape)}: "
             "head h must land on channels h*D ... h*D+D-1")
-
-
-def load_torch_mha_weights(module, mha) -> None:
-    """Copy ``torch.nn.MultiheadAttention`` weights into a module with ``q_proj``/``k_proj``/``v_proj``/``o_proj``.
-
-    Raises ``ValueError`` naming the shapes when they do not fit. ``mha`` is not modified.
-
-    Shapes:
-        mha.in_proj_weight: (3C, C) -> rows [0, C), [C, 2C), [2C, 3C) for q, k, v
-    """
-    c = mha.embed_dim
-    pairs = [(module.q_proj, mha.in_proj_weight[:c], None if mha.in_proj_bias is None else mha.in_proj_bias[:c]),
-             (module.k_proj, mha.in_proj_weight[c:2 * c], None if mha.in_proj_bias is None else mha.in_proj_bias[c:2 * c]),
-             (module.v_proj, mha.in_proj_weight[2 * c:], None if mha.in_proj_bias is None else mha.in_proj_bias[2 * c:]),
-             (module.o_proj, mha.out_proj.weight, mha.out_proj.bias)]
-    with torch.no_grad():
-        for name, (layer, weight, bias) in zip(("q_proj", "k_proj", "v_proj", "o_proj"), pairs):
-            if tuple(layer.weight.shape) != tuple(weight.shape):
-                raise ValueError(f"{name}.weight has shape {tuple(layer.weight.shape)}, "
-                                 f"nn.MultiheadAttention's has {tuple(weight.shape)}")
-            layer.weight.copy_(weight)
-            if (layer.bias is None) != (bias is None):
-                raise ValueError(f"{name}: bias {'missing' if layer.bias is None else 'present'} here, "
-                                 f"{'missing' if bias is None else 'present'} in nn.MultiheadAttention")
-            if bias is not None:
-                layer.bias.copy_(bias)
 
 
 def multihead_mistakes(module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
@@ -529,8 +505,6 @@ def _variant_inputs(mistake: str | None, mask: Tensor, T: int, decoding: bool) -
     Shapes:
         mask: (B, S) 1 = real token; returns (B, 1, T, S) bool, (B, T) long
     """
-    from attnlab.masks import causal_mask, padding_mask, position_ids
-
     B, S = mask.shape
     if mistake == "pad_mask_dropped" and decoding:
         mask = torch.ones_like(mask)  # the pads are forgotten from here on
@@ -558,8 +532,6 @@ def greedy_with_mistake(model, input_ids: Tensor, attention_mask: Tensor, max_ne
         input_ids, attention_mask: (B, P), left-padded
         returns: tokens (B, N), logits (B, N, V)
     """
-    from attnlab.generation import extend_attention_mask
-
     if mistake is not None and mistake not in GENERATION_MISTAKES:
         raise ValueError(f"unknown mistake {mistake!r}; known: {sorted(GENERATION_MISTAKES)}")
     B, P = input_ids.shape

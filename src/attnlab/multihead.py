@@ -255,58 +255,14 @@ class MultiHeadAttention(nn.Module):
 
     # ------------------------------------------------------ PyTorch weights
     def load_torch_weights(self, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
-        """Copy the weights of ``torch.nn.MultiheadAttention`` into this module.
+        """Copy the weights of ``torch.nn.MultiheadAttention`` into this module; returns ``self``.
 
-        PyTorch stacks the q, k, v projections in ``in_proj_weight`` (rows
-        ``[0, C)``, ``[C, 2C)``, ``[2C, 3C)``). The weights do not depend on
-        ``batch_first``; this module always takes (B, T, C). ``mha`` is not
-        modified. Returns ``self``.
+        See ``copy_torch_mha_weights``.
 
         Shapes:
-            mha.in_proj_weight: (3C, C); mha.in_proj_bias: (3C,)
-            mha.out_proj.weight: (C, C); mha.out_proj.bias: (C,)
+            mha.in_proj_weight: (C + 2 * Hkv * D, C); mha.out_proj.weight: (C, C)
         """
-        if not isinstance(mha, nn.MultiheadAttention):
-            raise ValueError(f"expected torch.nn.MultiheadAttention, got {type(mha).__name__}")
-        if not mha._qkv_same_embed_dim:
-            raise ValueError(
-                f"only kdim == vdim == embed_dim is supported, got embed_dim={mha.embed_dim}, "
-                f"kdim={mha.kdim}, vdim={mha.vdim}"
-            )
-        if mha.bias_k is not None or mha.add_zero_attn:
-            raise ValueError("add_bias_kv=True and add_zero_attn=True are not supported")
-        c = self.config.d_model
-        q_rows, kv_rows = c, self.config.kv_dim
-        want_in = (q_rows + 2 * kv_rows, c)
-        if tuple(mha.in_proj_weight.shape) != want_in:
-            raise ValueError(
-                f"in_proj_weight has shape {tuple(mha.in_proj_weight.shape)} but this module "
-                f"needs {want_in} (q_proj {(q_rows, c)}, k_proj {(kv_rows, c)}, "
-                f"v_proj {(kv_rows, c)})"
-            )
-        if tuple(mha.out_proj.weight.shape) != (c, c):
-            raise ValueError(
-                f"out_proj.weight has shape {tuple(mha.out_proj.weight.shape)} but o_proj "
-                f"needs {(c, c)}"
-            )
-        has_bias = mha.in_proj_bias is not None
-        if has_bias != self.config.bias or (mha.out_proj.bias is not None) != self.config.bias:
-            raise ValueError(
-                f"bias mismatch: torch module has in_proj_bias "
-                f"{'present' if has_bias else 'None'}, out_proj.bias "
-                f"{'present' if mha.out_proj.bias is not None else 'None'}; "
-                f"this module has bias={self.config.bias}"
-            )
-        bounds = (0, q_rows, q_rows + kv_rows, q_rows + 2 * kv_rows)
-        with torch.no_grad():
-            for i, proj in enumerate((self.q_proj, self.k_proj, self.v_proj)):
-                rows = slice(bounds[i], bounds[i + 1])
-                proj.weight.copy_(mha.in_proj_weight[rows])  # (3C, C) -> (C, C) rows of one projection
-                if has_bias:
-                    proj.bias.copy_(mha.in_proj_bias[rows])
-            self.o_proj.weight.copy_(mha.out_proj.weight)
-            if has_bias:
-                self.o_proj.bias.copy_(mha.out_proj.bias)
+        copy_torch_mha_weights(self, mha)
         return self
 
     @classmethod
@@ -327,3 +283,61 @@ class MultiHeadAttention(nn.Module):
         )
         ref = mha.out_proj.weight
         return cls(config, device=ref.device, dtype=ref.dtype).load_torch_weights(mha)
+
+
+def copy_torch_mha_weights(target: nn.Module, mha: nn.MultiheadAttention) -> None:
+    """Copy ``torch.nn.MultiheadAttention``'s weights into ``target``'s four projections.
+
+    ``target`` is any module with ``nn.Linear`` layers ``q_proj``, ``k_proj``,
+    ``v_proj`` and ``o_proj`` (this package's modules, or a learner's). PyTorch
+    stacks the q, k, v projections in ``in_proj_weight``: rows ``[0, C)``, then the
+    key rows, then the value rows. The weights do not depend on ``batch_first``.
+    Raises ``ValueError`` naming the shapes when they do not fit; ``mha`` is not
+    modified.
+
+    Shapes:
+        mha.in_proj_weight: (q rows + k rows + v rows, C); mha.in_proj_bias: (same rows,)
+        mha.out_proj.weight: (C, C); mha.out_proj.bias: (C,)
+    """
+    if not isinstance(mha, nn.MultiheadAttention):
+        raise ValueError(f"expected torch.nn.MultiheadAttention, got {type(mha).__name__}")
+    if not mha._qkv_same_embed_dim:
+        raise ValueError(
+            f"only kdim == vdim == embed_dim is supported, got embed_dim={mha.embed_dim}, "
+            f"kdim={mha.kdim}, vdim={mha.vdim}"
+        )
+    if mha.bias_k is not None or mha.add_zero_attn:
+        raise ValueError("add_bias_kv=True and add_zero_attn=True are not supported")
+    projections = (target.q_proj, target.k_proj, target.v_proj)
+    rows = [tuple(p.weight.shape)[0] for p in projections]
+    width = target.q_proj.weight.shape[1]
+    want_in = (sum(rows), width)
+    if tuple(mha.in_proj_weight.shape) != want_in:
+        raise ValueError(
+            f"in_proj_weight has shape {tuple(mha.in_proj_weight.shape)} but this module "
+            f"needs {want_in} (q_proj {tuple(target.q_proj.weight.shape)}, "
+            f"k_proj {tuple(target.k_proj.weight.shape)}, v_proj {tuple(target.v_proj.weight.shape)})"
+        )
+    if tuple(mha.out_proj.weight.shape) != tuple(target.o_proj.weight.shape):
+        raise ValueError(
+            f"out_proj.weight has shape {tuple(mha.out_proj.weight.shape)} but o_proj "
+            f"needs {tuple(target.o_proj.weight.shape)}"
+        )
+    theirs = (mha.in_proj_bias is not None, mha.out_proj.bias is not None)
+    ours = tuple(p.bias is not None for p in (*projections, target.o_proj))
+    if len(set(ours)) != 1 or theirs != (ours[0], ours[0]):
+        raise ValueError(
+            f"bias mismatch: torch module has in_proj_bias {'present' if theirs[0] else 'None'}, "
+            f"out_proj.bias {'present' if theirs[1] else 'None'}; this module's q/k/v/o biases "
+            f"are {['present' if b else 'None' for b in ours]}"
+        )
+    bounds = (0, rows[0], rows[0] + rows[1], sum(rows))
+    with torch.no_grad():
+        for i, proj in enumerate(projections):
+            part = slice(bounds[i], bounds[i + 1])  # (q + k + v rows, C) -> this projection's rows
+            proj.weight.copy_(mha.in_proj_weight[part])
+            if theirs[0]:
+                proj.bias.copy_(mha.in_proj_bias[part])
+        target.o_proj.weight.copy_(mha.out_proj.weight)
+        if theirs[1]:
+            target.o_proj.bias.copy_(mha.out_proj.bias)
