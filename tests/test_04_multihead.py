@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from attnlab.attention import scaled_dot_product_attention
+from attnlab.cache import KVCache
 from attnlab.heads import merge_heads, split_heads
 from attnlab.multihead import AttentionConfig, MultiHeadAttention
 
@@ -237,24 +238,11 @@ def test_scale_is_one_over_sqrt_head_dim():
 
 
 # ------------------------------------------------------------------ hooks
-class ListCache:
-    """Minimal test double for the cache hook (the real cache is another chapter's)."""
-
-    def __init__(self):
-        self.k, self.v, self.seen = None, None, []
-
-    def update(self, k, v):
-        self.seen.append(tuple(k.shape))
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)  # (B, Hkv, S, D)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
-
-
 def test_cache_hook_incremental_equals_full():
     torch.manual_seed(2)
     mha = MultiHeadAttention(AttentionConfig(C, H)).eval()
     x = torch.randn(B, T, C)
-    cache = ListCache()
+    cache = KVCache(batch_size=B, n_kv_heads=H, capacity=T, head_dim=D)  # refuses any other shape
     with torch.no_grad():
         full, _ = mha(x, attn_mask=causal(T, T))
         parts = [mha(x[:, :3], attn_mask=causal(3, 3), cache=cache)[0]]  # prefill
@@ -262,7 +250,7 @@ def test_cache_hook_incremental_equals_full():
         out, weights = mha(x[:, 5:], cache=cache)  # one token: all keys allowed
         parts.append(out)
     assert weights.shape == (B, H, 1, T)
-    assert cache.seen == [(B, H, 3, D), (B, H, 2, D), (B, H, 1, D)]
+    assert cache.length == T
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
 
 
@@ -278,14 +266,14 @@ def test_position_hook_is_identity_and_runs_before_the_cache():
             return q, k + position_ids[:, None, :, None]  # (B, T) -> (B, 1, T, 1)
 
     shifted = Shifted(AttentionConfig(C, H))
-    cache = ListCache()
+    cache = KVCache(batch_size=B, n_kv_heads=H, capacity=T, head_dim=D)
     ids = torch.arange(T).expand(B, T)
     x = torch.randn(B, T, C)
     with torch.no_grad():
         shifted(x, position_ids=ids, cache=cache)
         _, plain_k, _ = shifted.split(*shifted.project(x))
     assert shifted.got[:2] == ((B, H, T, D), (B, H, T, D)) and shifted.got[2] is ids
-    torch.testing.assert_close(cache.k, plain_k + ids[:, None, :, None])
+    torch.testing.assert_close(cache.k[:, :, :T], plain_k + ids[:, None, :, None])
 
 
 # ----------------------------------------------------------------- errors

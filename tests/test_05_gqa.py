@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.attention import scaled_dot_product_attention
+from attnlab.cache import KVCache
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import repeat_kv
 from attnlab.multihead import AttentionConfig, MultiHeadAttention
@@ -199,43 +200,30 @@ def test_fully_masked_rows_stay_finite():
 
 
 # -------------------------------------------------------------- cache hook
-class ListCache:
-    """Minimal test double for the cache hook (the real cache is another chapter's)."""
-
-    def __init__(self):
-        self.k, self.v, self.seen = None, None, []
-
-    def update(self, k, v):
-        self.seen.append(tuple(k.shape))
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)  # (B, Hkv, S, D)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
-
-
 def test_cache_stores_only_kv_heads_and_decoding_matches_full():
     torch.manual_seed(7)
     h, hkv, c, t = 8, 2, 64, 6
     gqa = GroupedQueryAttention(AttentionConfig(c, h, n_kv_heads=hkv))
     x = torch.randn(B, t, c)
-    cache = ListCache()
+    cache = KVCache(batch_size=B, n_kv_heads=hkv, capacity=t, head_dim=8)  # refuses H heads
     with torch.no_grad():
         full, _ = gqa(x, attn_mask=causal(t, t))
         parts = [gqa(x[:, :4], attn_mask=causal(4, 4), cache=cache)[0]]
         parts += [gqa(x[:, i : i + 1], cache=cache)[0] for i in range(4, t)]
-    assert cache.seen == [(B, hkv, 4, 8), (B, hkv, 1, 8), (B, hkv, 1, 8)]
-    assert cache.k.shape == (B, hkv, t, 8)  # G = 4 times smaller than H heads
+    assert cache.length == t
+    assert cache.nbytes * (h // hkv) == KVCache(batch_size=B, n_kv_heads=h, capacity=t, head_dim=8).nbytes
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=ATOL, rtol=0)
 
 
 def test_cache_returning_expanded_heads_is_rejected():
     gqa = GroupedQueryAttention(AttentionConfig(32, 4, n_kv_heads=2))
 
-    class ExpandingCache(ListCache):  # a real bug: caching the repeated K/V saves nothing
+    class ExpandingCache(KVCache):  # a real bug: caching the repeated K/V saves nothing
         def update(self, k, v):
             return super().update(repeat_kv(k, 2), repeat_kv(v, 2))
 
     with pytest.raises(ValueError, match=r"Hkv=2"):
-        gqa(torch.randn(B, 3, 32), cache=ExpandingCache())
+        gqa(torch.randn(B, 3, 32), cache=ExpandingCache(batch_size=B, n_kv_heads=4, capacity=3, head_dim=8))
 
 
 # ------------------------------------------------------------- mha_to_gqa
