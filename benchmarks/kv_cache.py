@@ -1,4 +1,4 @@
-"""Benchmark for chapter 6: what a KV cache buys, and what it costs.
+"""Benchmark for chapter 7: what a KV cache buys, and what it costs.
 
 Prints three tables (and writes their numbers as JSON with ``--json PATH``):
 

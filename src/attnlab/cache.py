@@ -1,4 +1,4 @@
-"""Key/value caches for incremental decoding (chapter 6).
+"""Key/value caches for incremental decoding (chapter 7).
 
 Shape legend: ``B`` batch, ``T`` positions written by this call, ``S`` cached +
 new positions, ``Hkv`` key/value heads, ``D`` head dimension.

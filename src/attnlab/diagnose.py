@@ -190,7 +190,7 @@ def explain_causal_attention_mismatch(
     return f"output differs from attention under the offset-aware causal mask (for {shapes})"
 
 
-# ----------------------------------------------------------------- chapter 3: padding
+# ----------------------------------------------------------------- chapter 4: padding
 
 
 def padded_mask_mistakes(attention_mask: Tensor, T: int):
@@ -259,7 +259,7 @@ def explain_position_ids_mismatch(got: object, attention_mask: Tensor) -> str:
     return "wrong position ids: each real token gets the number of real tokens before it (0, 1, 2, ...); pads get 0"
 
 
-# ------------------------------------------------------------------ heads (chapters 4, 5)
+# ------------------------------------------------------------------ heads (chapters 5, 6)
 def _split_with(x: Tensor, n_heads: int, how: str = "right") -> Tensor:
     """Head split done right or with one classic mistake.
 
@@ -479,7 +479,7 @@ def explain_pooling_mismatch(got: Tensor, weight: Tensor, n_kv_heads: int, head_
 
 
 # ----------------------------------------------------------------------------
-# Chapter 6: cached greedy decoding.
+# Chapter 7: cached greedy decoding.
 
 GENERATION_MISTAKES = {
     "top_left_mask": (

@@ -1,4 +1,4 @@
-"""Greedy generation with and without a KV cache (chapter 6).
+"""Greedy generation with and without a KV cache (chapter 7).
 
 Shape legend: ``B`` batch, ``P`` prompt positions (padded), ``N`` new tokens,
 ``S`` positions so far (prompt + generated), ``V`` vocabulary size.

@@ -1,4 +1,4 @@
-"""Grouped-query attention: fewer key/value heads than query heads (chapter 5).
+"""Grouped-query attention: fewer key/value heads than query heads (chapter 6).
 
 Shape legend: ``B`` batch, ``T`` query positions in this call, ``S`` key/value
 positions (cached + new), ``H`` query heads, ``Hkv`` key/value heads, ``G = H //

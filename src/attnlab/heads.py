@@ -1,4 +1,4 @@
-"""Splitting a model-width tensor into heads, and back (chapters 4 and 5).
+"""Splitting a model-width tensor into heads, and back (chapters 5 and 6).
 
 Shape legend: ``B`` batch, ``T`` positions, ``S`` key/value positions, ``H``
 query heads, ``Hkv`` key/value heads, ``G = H // Hkv`` query heads per key/value

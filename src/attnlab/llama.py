@@ -1,4 +1,4 @@
-"""A small Llama-style decoder-only language model built from the package (chapter 6).
+"""A small Llama-style decoder-only language model built from the package (chapter 7).
 
 Shape legend: ``B`` batch, ``T`` positions in this call, ``S`` key/value
 positions (cached + new), ``H`` query heads, ``Hkv`` key/value heads, ``D``
@@ -309,7 +309,7 @@ class LlamaLM(nn.Module):
         """Logits for ``T`` new tokens with a mask and positions the caller built.
 
         ``forward`` builds ``attn_mask`` and ``position_ids`` from a tokenizer's
-        ``attention_mask``; this is the rest of it, for code (the chapter 6
+        ``attention_mask``; this is the rest of it, for code (the chapter 7
         exercise, the graders' diagnoses) that builds them itself. Nothing is
         checked against the caches: a wrong mask or wrong positions give wrong
         logits, which is the point.

@@ -1,4 +1,4 @@
-"""Causal masks, padding masks and position ids (chapters 2 and 3).
+"""Causal masks, padding masks and position ids (chapters 2 and 4).
 
 Shape legend: ``B`` batch, ``T`` query positions in this call, ``S`` key/value
 positions (cached + new).

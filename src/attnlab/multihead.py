@@ -1,4 +1,4 @@
-"""Multi-head attention as an ``nn.Module`` built from small overridable steps (chapter 4).
+"""Multi-head attention as an ``nn.Module`` built from small overridable steps (chapter 5).
 
 Shape legend: ``B`` batch, ``T`` query positions in this call, ``S`` key/value
 positions (cached + new), ``H`` query heads, ``Hkv`` key/value heads, ``G = H //

@@ -1,4 +1,4 @@
-"""Rotary position embeddings, as in Llama and Hugging Face (chapter 6).
+"""Rotary position embeddings, as in Llama and Hugging Face (chapter 7).
 
 Shape legend: ``B`` batch, ``T`` positions in this call, ``H`` heads (``H`` or
 ``Hkv``), ``D`` head dimension (even).

@@ -1,4 +1,4 @@
-"""A tiny character-level tokenizer with padding (chapter 3).
+"""A tiny character-level tokenizer with padding (chapter 4).
 
 It behaves like the Hugging Face tokenizers learners meet later, minus the
 subwords: a batch of texts becomes ``input_ids`` and an ``attention_mask`` of

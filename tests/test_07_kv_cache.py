@@ -1,4 +1,4 @@
-"""Chapter 6: KV caches, rotary embeddings and cached greedy generation.
+"""Chapter 7: KV caches, rotary embeddings and cached greedy generation.
 
 The reference for cached decoding is the same model without a cache: every step
 recomputes the whole sequence, so it has no cache, offset or position

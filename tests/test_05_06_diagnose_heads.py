@@ -1,4 +1,4 @@
-"""The head diagnoses of chapters 4 and 5 name the mistake that reproduces a wrong answer."""
+"""The head diagnoses of chapters 5 and 6 name the mistake that reproduces a wrong answer."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Chapter 4: head split/merge and multi-head attention, checked against PyTorch.
+"""Chapter 5: head split/merge and multi-head attention, checked against PyTorch.
 
 The reference is ``torch.nn.MultiheadAttention(batch_first=True)``, code nobody
 here wrote. Tolerance: float32 ``atol=1e-5, rtol=0``, float64 ``atol=1e-12``;

@@ -1,4 +1,4 @@
-"""Chapter 5: grouped-query and multi-query attention, checked against PyTorch.
+"""Chapter 6: grouped-query and multi-query attention, checked against PyTorch.
 
 References nobody here wrote: ``torch.repeat_interleave``,
 ``torch.nn.functional.scaled_dot_product_attention(..., enable_gqa=True)`` and

@@ -1,4 +1,4 @@
-"""Chapter 3: padding, padding masks and position ids.
+"""Chapter 4: padding, padding masks and position ids.
 
 The key property: a padded batch gives, at every real position, the outputs that
 each sequence gives when it runs alone. The "alone" runs use only ``torch.arange``

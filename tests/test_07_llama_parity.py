@@ -1,4 +1,4 @@
-"""Chapter 6: our Llama-style model against Hugging Face's ``LlamaForCausalLM``.
+"""Chapter 7: our Llama-style model against Hugging Face's ``LlamaForCausalLM``.
 
 The reference is code nobody here wrote: ``transformers.LlamaForCausalLM`` built
 from a ``transformers.LlamaConfig`` with random weights (nothing is downloaded),

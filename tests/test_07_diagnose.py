@@ -1,4 +1,4 @@
-"""Chapter 6: the graders' diagnosis helpers and ``LlamaLM.forward_with_mask``.
+"""Chapter 7: the graders' diagnosis helpers and ``LlamaLM.forward_with_mask``.
 
 ``greedy_with_mistake`` replays cached greedy decoding with one classic mistake;
 with none it must agree with the package's generation, and each mistake must
