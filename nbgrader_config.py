@@ -22,11 +22,14 @@ c.Execute.timeout = 60
 # A learner who deleted a test cell gets it back instead of silently skipping it.
 c.OverwriteCells.add_missing_cells = True
 
-# Feedback shows each test's verdict and message, not the hidden tests' code: their
-# source is cleared and tracebacks keep only the learner's own frames.
+# Feedback shows each test's verdict and message, not the hidden tests' code: lines quoting
+# it are scrubbed from every output, their source is cleared, tracebacks keep only the
+# learner's own frames, and each cell's outputs are capped in bytes.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
+    "attnlab_grader.feedback.ScrubHiddenTestSource",
     "nbgrader.preprocessors.ClearHiddenTests",
-    "attnlab.feedback.HideTestTracebacks",
+    "attnlab_grader.feedback.HideTestTracebacks",
+    "attnlab_grader.feedback.CapOutputBytes",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]

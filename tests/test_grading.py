@@ -1,4 +1,4 @@
-"""The instructor's round trip, for real: generate, collect, autograde, feedback, export.
+"""The instructor's round trip, for real: ``bash scripts/grade`` over a class of submissions.
 
 For every assignment a temporary course directory (with the repository's own
 nbgrader_config.py) receives one batch of submissions:
@@ -8,15 +8,17 @@ nbgrader_config.py) receives one batch of submissions:
 * ``bug-<name>``     the reference with one known mistake (tests/known_bugs/...): loses points
 * ``tampered``       the untouched exercise whose tests were replaced by ``pass``: still 0
 * ``deleted-test``   the reference with a test cell deleted: the cell comes back, full marks
-* ``malformed``      a notebook that is not even JSON: fails alone, is not lost, scores 0
+* ``malformed``      a notebook that is not even JSON: refused alone, not lost, scores 0
 
-All of them are graded by one ``nbgrader autograde`` call, as an instructor would.
-A report of which test cells each known bug fails is written to
-``_build/grading/<assignment>.md``.
+All of them are graded by one ``bash scripts/grade`` call, as an instructor would: each in its
+own sandbox, then nbgrader's gradebook, feedback and export. A report of which test cells each
+known bug fails is written to ``_build/grading/<assignment>.md``.
 """
 
 import csv
+import json
 import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import nbformat
@@ -28,14 +30,12 @@ from course import (
     EXERCISES,
     REPO,
     fill_in,
-    generate,
     known_bugs,
     make_course,
     nbgrader_meta,
     notebook_names,
     read_notebook,
     reference_answers,
-    run_nbgrader,
 )
 
 LOOP_TIMEOUT = 20  # seconds a looping cell may run here (the course default is 60); generous for a loaded CI
@@ -64,11 +64,19 @@ def build_submissions(assignment):
     return submissions
 
 
+def grade(course, assignment, *options, timeout=1800):
+    """``bash scripts/grade`` run from the course root, as the README tells instructors."""
+    summary = course / f"summary-{assignment}.json"
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "grade"), assignment, "--no-progress", "--summary-json", str(summary),
+         *options], cwd=course, capture_output=True, text=True, timeout=timeout)
+    statuses = {r["student"]: r for r in json.loads(summary.read_text())} if summary.exists() else {}
+    return result, statuses
+
+
 def grade_batch(assignment, tmp):
-    """Generate, submit every variant, autograde, feedback, export; return what happened."""
+    """Submit every variant, grade the class with scripts/grade; return what happened."""
     course = make_course(tmp, [assignment])
-    result = generate(course, assignment)
-    assert result.returncode == 0, result.stderr
     submissions = build_submissions(assignment)
     for student, notebooks in submissions.items():
         folder = course / "submitted" / student / assignment
@@ -76,9 +84,7 @@ def grade_batch(assignment, tmp):
         for name, nb in notebooks.items():
             text = nb if isinstance(nb, str) else nbformat.writes(nb)
             (folder / name).write_text(text)
-    autograde = run_nbgrader("autograde", assignment, f"--Execute.timeout={LOOP_TIMEOUT}", cwd=course)
-    feedback = run_nbgrader("generate_feedback", assignment, cwd=course)
-    export = run_nbgrader("export", "--to", str(course / "grades.csv"), cwd=course)
+    autograde, summary = grade(course, assignment, f"--cell-timeout={LOOP_TIMEOUT}")
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         max_score = gb.find_assignment(assignment).max_score
         scores, lost = {}, {}
@@ -96,8 +102,7 @@ def grade_batch(assignment, tmp):
         "course": course,
         "submissions": submissions,
         "autograde": autograde,
-        "feedback": feedback,
-        "export": export,
+        "summary": summary,
         "max_score": max_score,
         "scores": scores,
         "lost": lost,
@@ -106,7 +111,7 @@ def grade_batch(assignment, tmp):
 
 @pytest.fixture(scope="session")
 def grading_runs(request, tmp_path_factory):
-    """Grade the batches of every selected assignment, GRADING_JOBS (default 2) at a time.
+    """Grade the batches of every selected assignment, GRADING_JOBS (default 1) at a time.
 
     Each batch has its own course directory and gradebook, so batches run side by side
     (the kernels they start are separate processes); one failing batch fails only its tests.
@@ -116,7 +121,7 @@ def grading_runs(request, tmp_path_factory):
         for item in request.session.items
         if hasattr(item, "callspec") and "graded" in item.callspec.params
     })
-    jobs = int(os.environ.get("GRADING_JOBS", "2"))
+    jobs = int(os.environ.get("GRADING_JOBS", "1"))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {a: pool.submit(grade_batch, a, tmp_path_factory.mktemp(a)) for a in needed}
         return {a: future.exception() or future.result() for a, future in futures.items()}
@@ -131,8 +136,9 @@ def graded(request, grading_runs):
 
 
 def test_reference_scores_full_marks(graded):
+    assert graded["autograde"].returncode == 0, graded["autograde"].stderr[-3000:]
     assert graded["max_score"] > 0
-    assert graded["scores"]["reference"] == graded["max_score"], graded["autograde"].stderr[-3000:]
+    assert graded["scores"]["reference"] == graded["max_score"], graded["autograde"].stdout[-3000:]
 
 
 def test_untouched_exercise_scores_zero(graded):
@@ -195,7 +201,7 @@ def test_feedback_hides_hidden_tests(graded):
         if student == "malformed":
             continue
         pages = list((course / "feedback" / student / assignment).glob("*.html"))
-        assert pages, f"no feedback for {student}: {graded['feedback'].stderr[-2000:]}"
+        assert pages, f"no feedback for {student}: {graded['summary'].get(student)}"
         for page in pages:
             assert "BEGIN HIDDEN TESTS" not in page.read_text(), f"{page} shows hidden tests"
             hidden = "### BEGIN HIDDEN TESTS"
@@ -210,7 +216,8 @@ def test_malformed_submission_is_not_lost_and_spoils_nothing(graded):
     others = [s for s in graded["submissions"] if s != "malformed"]
     assert set(others) <= set(graded["scores"]), "every well-formed submission must be graded"
     assert graded["scores"].get("malformed", 0) == 0
-    assert "malformed" in graded["autograde"].stdout + graded["autograde"].stderr
+    assert graded["summary"]["malformed"]["status"] == "refused"
+    assert "not a notebook" in " ".join(graded["summary"]["malformed"]["reasons"])
     for name in notebook_names(assignment):
         kept = course / "submitted" / "malformed" / assignment / name
         assert kept.read_text() == graded["submissions"]["malformed"][name], "the submission was altered"

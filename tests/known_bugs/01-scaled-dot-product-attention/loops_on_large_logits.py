@@ -1,5 +1,5 @@
 """Loops forever on large logits: the grader interrupts those cells, they score 0, grading goes on."""
-# feedback: CellTimeoutError
+# feedback: the time limit per cell
 # cell: stable_softmax
 def stable_softmax(x, dim=-1):
     while x.max() > 50:  # meant to shift the logits down, but never changes x

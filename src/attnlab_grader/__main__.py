@@ -1,0 +1,5 @@
+import sys
+
+from attnlab_grader.cli import main
+
+sys.exit(main())
