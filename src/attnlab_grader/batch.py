@@ -10,6 +10,7 @@ steps run here, one student at a time, as the runs come back.
 import concurrent.futures
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 import nbformat
 
 from attnlab_grader import nbgrader_steps
+from attnlab_grader.authority import Authority
 from attnlab_grader.execution import ExecutionJob, error_output, execute
 from attnlab_grader.intake import take_in
 from attnlab_grader.sandbox import Limits, sandbox_problem
@@ -158,6 +160,8 @@ def _grade(root, assignment, options, source_dir, release, staging, sandboxed, l
     students = [s for s in find_students(root, assignment) if not options.students or s in options.students]
     cell_timeout = options.cell_timeout or nbgrader_steps.cell_timeout(root)
     maximum = nbgrader_steps.max_score(root, assignment)
+    seed = secrets.randbits(62)  # the authoritative checks' inputs: drawn now, known to no learner
+    authorities = {name: Authority.load(source_dir / name, seed) for name in names}
     jobs = options.jobs or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
     results, intakes, pending = {}, {}, {}
@@ -187,10 +191,12 @@ def _grade(root, assignment, options, source_dir, release, staging, sandboxed, l
                 job = ExecutionJob(key=f"{student}/{nb.name}", notebook_name=nb.name,
                                    notebook=json.loads(json.dumps(nb.notebook)), test_cells=nb.test_cells,
                                    cell_timeout=cell_timeout, total_timeout=options.total_timeout,
-                                   limits=options.limits, sandboxed=sandboxed, threads=threads)
+                                   limits=options.limits, sandboxed=sandboxed, threads=threads,
+                                   probes=tuple(authorities[nb.name].probes) if authorities[nb.name] else ())
                 futures[pool.submit(job)] = (student, nb.name)
         for student in [s for s, runs in pending.items() if not runs]:
-            results[student] = finish(root, assignment, intakes[student], {}, staging, maximum, sandboxed)
+            results[student] = finish(root, assignment, intakes[student], {}, staging, maximum, sandboxed,
+                                      authorities)
             progress.step(results[student])
         for future in pool.as_completed(list(futures)):
             student, name = futures[future]
@@ -200,7 +206,7 @@ def _grade(root, assignment, options, source_dir, release, staging, sandboxed, l
                 pending[student][name] = error
             if all(run is not None for run in pending[student].values()):
                 results[student] = finish(root, assignment, intakes[student], pending[student], staging,
-                                          maximum, sandboxed)
+                                          maximum, sandboxed, authorities)
                 progress.step(results[student])
     finally:
         pool.close()
@@ -211,7 +217,7 @@ def _grade(root, assignment, options, source_dir, release, staging, sandboxed, l
     return [results[s] for s in students]
 
 
-def finish(root, assignment, intake, runs, staging, maximum, sandboxed):
+def finish(root, assignment, intake, runs, staging, maximum, sandboxed, authorities):
     """Stage the executed notebooks, run nbgrader's autograde and feedback, read the scores.
 
     ``seconds`` in the result is this student's own time: the sandboxed runs and these steps,
@@ -251,6 +257,17 @@ def finish(root, assignment, intake, runs, staging, maximum, sandboxed):
         if not outcome["success"]:
             result.status = "error"
             result.reasons.append("nbgrader autograde failed: " + (outcome.get("error") or "")[-500:])
+        for nb in intake.notebooks:
+            authority, run = authorities.get(nb.name), runs.get(nb.name)
+            if authority is None or nb.notebook is None or not hasattr(run, "probes"):
+                continue
+            verdicts = authority.judge(run.probes, nb.notebook)
+            notebook_id = Path(nb.name).stem
+            for grade_id, said, decided in nbgrader_steps.apply_verdicts(
+                    root, assignment, intake.student, notebook_id, verdicts):
+                result.flags.append(f"{grade_id}: notebook test {'passed' if said else 'failed'}, "
+                                    f"grader's check {'passed' if decided else 'failed'}")
+            annotate_feedback(root / "autograded" / intake.student / assignment / nb.name, verdicts)
         feedback = nbgrader_steps.generate_feedback(root, assignment, intake.student)
         if not feedback["success"]:
             result.reasons.append("feedback failed: " + (feedback.get("error") or "")[-300:])
@@ -264,6 +281,24 @@ def finish(root, assignment, intake, runs, staging, maximum, sandboxed):
     finally:
         result.seconds = time.monotonic() - started
     return result
+
+
+def annotate_feedback(path, verdicts):
+    """Say in the autograded notebook (the feedback's source) why the grader's own check failed."""
+    if not path.exists() or all(v.passed for v in verdicts.values()):
+        return
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        verdict = verdicts.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"))
+        if verdict is not None and not verdict.passed and cell.cell_type == "code":
+            cell.outputs.append(nbformat.v4.new_output(
+                "stream", name="stdout",
+                text=f"\nThe grader's own check of this part, on inputs chosen at grading time, failed: "
+                     f"{verdict.message}\n"))
+    mode = path.stat().st_mode
+    path.chmod(mode | 0o200)
+    nbformat.write(notebook, path)
+    path.chmod(mode)
 
 
 def summary_table(results):

@@ -45,7 +45,7 @@ class ExecutionJob:
     limits: Limits = Limits()
     sandboxed: bool = True
     threads: int = 0  # torch/OpenMP threads inside the sandbox; 0 = library default
-    probes: dict | None = None
+    probes: tuple = ()  # the authoritative calls, run after the cells (see authority.py)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class ExecutionResult:
     status: str = "ok"  # ok | cell-timeout | time-limit | crashed | memory-limit | output-limit | ...
     seconds: float = 0.0
     restarts: int = 0
-    probes: dict | None = None
+    probes: dict = field(default_factory=dict)  # probe id -> what the learner's code returned
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Session:
     failed_index: int | None = None
     failure: str | None = None
     status: str = "ok"
-    probes: dict | None = None
+    probes: dict = field(default_factory=dict)  # probe id -> report
     clean_exit: bool = False
 
 
@@ -123,15 +123,14 @@ def exit_reason(code, process):
     return "crashed", f"the Python process exited (status {code}) while this cell ran"
 
 
-def run_session(job, plan, deadline):
+def run_session(job, plan, probes, deadline):
     """Start a sandbox, send the request, and follow its events until it ends or is stopped."""
     session = Session()
     process = SandboxedProcess(RUNNER, Path(job.notebook_name).stem or "notebook", job.limits,
                                sandboxed=job.sandboxed, threads=job.threads or None)
     proc = process.process
     request = {"notebook_name": job.notebook_name, "notebook": job.notebook, "cells": plan,
-               "output_bytes_per_cell": job.output_bytes_per_cell,
-               "probes": job.probes}
+               "output_bytes_per_cell": job.output_bytes_per_cell, "probes": probes}
     try:
         proc.stdin.write((json.dumps(request) + "\n").encode())
         proc.stdin.flush()
@@ -201,7 +200,7 @@ def run_session(job, plan, deadline):
                     kind = event.get("event")
                     if kind == "ready":
                         ready = True
-                    elif kind == "start" and isinstance(event.get("index"), int):
+                    elif kind == "start" and isinstance(event.get("index"), (int, str)):
                         current = (event["index"], bool(event.get("replay")), time.monotonic())
                         interrupted_at = None
                     elif kind == "done" and current is not None and event.get("index") == current[0]:
@@ -213,8 +212,10 @@ def run_session(job, plan, deadline):
                                                     f"{job.cell_timeout:g} s: the time limit per cell.]\n"})
                         session.finished[current[0]] = (count if isinstance(count, int) else None, outputs)
                         current, interrupted_at = None, None
-                    elif kind == "probes":
-                        session.probes = event.get("results") if isinstance(event.get("results"), dict) else {}
+                    elif kind == "probe" and current is not None and current[0] == f"probe:{event.get('id')}":
+                        report = event.get("report")
+                        session.probes[event["id"]] = report if isinstance(report, dict) else {}
+                        current, interrupted_at = None, None
                     elif kind == "finished":
                         session.clean_exit = True
         if session.failure is None and not session.clean_exit:
@@ -229,25 +230,28 @@ def run_session(job, plan, deadline):
 
 
 def execute(job):
-    """Run every code cell of ``job.notebook`` in order, surviving what a cell can do to its kernel."""
+    """Run every code cell of ``job.notebook`` in order, then the authoritative calls, surviving
+    whatever a cell can do to its kernel."""
     started = time.monotonic()
     deadline = started + job.total_timeout
     result = ExecutionResult(key=job.key)
     code_cells = [i for i, cell in enumerate(job.notebook["cells"]) if cell.get("cell_type") == "code"]
     pending = list(code_cells)
+    probes = list(job.probes)
     replay = []  # non-test cells already run, to rebuild the learner's state in a new sandbox
     stopped = None
-    while True:
+    while pending or probes:
         plan = [{"index": i, "replay": True} for i in replay] + [{"index": i} for i in pending]
-        session = run_session(job, plan, deadline)
+        session = run_session(job, plan, probes, deadline)
         for index, (count, outputs) in session.finished.items():
             if index in pending:
                 result.outputs[index] = outputs
                 result.execution_counts[index] = count
-        if session.probes is not None:
-            result.probes = session.probes
+        result.probes.update(session.probes)
+        probes = [p for p in probes if p["id"] not in result.probes]
         if session.failure is None:
             pending = []
+            stopped = "the notebook's process never ran this check"
             break
         failed = session.failed_index
         if failed in pending:
@@ -255,7 +259,11 @@ def execute(job):
                 "GraderStopped", f"{session.failure}. The grader stopped it here; "
                 "cells before keep their results.")]
             result.execution_counts.setdefault(failed, None)
-        result.problems.append(f"cell {failed}: {session.failure}" if failed is not None else session.failure)
+        elif isinstance(failed, str) and failed.startswith("probe:"):
+            result.probes[failed[6:]] = {"raised": "GraderStopped", "message": session.failure}
+            probes = [p for p in probes if p["id"] not in result.probes]
+        where = f"cell {failed}" if isinstance(failed, int) else (failed or "start-up")
+        result.problems.append(f"{where}: {session.failure}")
         result.status = session.status if result.status == "ok" else result.status
         done = set(result.outputs)
         replay = [i for i in code_cells if i in done and i != failed and i not in job.test_cells]
@@ -263,14 +271,15 @@ def execute(job):
         if session.status in ("time-limit", "startup") or failed is None:
             stopped = session.failure
             break
-        if not pending or result.restarts >= MAX_RESTARTS or time.monotonic() >= deadline:
-            if pending:
-                stopped = f"stopped after {result.restarts + 1} failures"
+        if result.restarts >= MAX_RESTARTS or time.monotonic() >= deadline:
+            stopped = f"stopped after {result.restarts + 1} failures"
             break
         result.restarts += 1
     for index in pending:
         result.outputs[index] = [error_output(
             "GraderStopped", f"This cell did not run: {stopped or 'the notebook was stopped earlier'}.")]
         result.execution_counts[index] = None
+    for probe in probes:
+        result.probes.setdefault(probe["id"], {"raised": "GraderStopped", "message": stopped or "not run"})
     result.seconds = time.monotonic() - started
     return result

@@ -123,3 +123,25 @@ def export_csv(root, destination):
         plugin = CsvExportPlugin(to=str(destination))
         plugin.export(gb)
 
+
+
+def apply_verdicts(root, assignment, student, notebook_id, verdicts):
+    """Set each graded cell's automatic score from the authoritative verdict.
+
+    Returns (grade_id, what the notebook's own test gave, what the grader's check gives) for every
+    cell where the two disagree: a learner whose tests pass in their notebook but not in the
+    grader's check has usually changed what the tests rely on.
+    """
+    disagreements = []
+    with Gradebook(db_url(root)) as gb:
+        for grade_id, verdict in verdicts.items():
+            try:
+                grade = gb.find_grade(grade_id, notebook_id, assignment, student)
+            except MissingEntry:
+                continue
+            authoritative = float(grade.max_score) if verdict.passed else 0.0
+            if grade.auto_score is not None and float(grade.auto_score) != authoritative:
+                disagreements.append((grade_id, float(grade.auto_score), authoritative))
+            grade.auto_score = authoritative
+        gb.db.commit()
+    return disagreements

@@ -13,14 +13,15 @@ Request::
      "notebook": {...},                       # the rebuilt notebook (nbformat 4 JSON)
      "cells": [{"index": 3, "replay": false}, ...],   # code cells to run, in order
      "output_bytes_per_cell": 262144,
-     "probes": {...} | null}                  # authoritative calls, see attnlab_grader.probes
+     "probes": [{"id", "name", "driver", "inputs"}, ...]}   # authoritative calls, see authority.py
 
 Events, one JSON object per line::
 
     {"event": "ready"}
     {"event": "start", "index": 3}
     {"event": "done", "index": 3, "execution_count": 2, "outputs": [...nbformat outputs...]}
-    {"event": "probes", "results": {...}}
+    {"event": "start", "index": "probe:<id>"}
+    {"event": "probe", "id": "<id>", "report": {"outputs" | "raised", "inputs_after", "ops"}}
     {"event": "finished"}
 
 After the request, stdin stays open as a command channel: a line ``interrupt`` raises
@@ -237,16 +238,184 @@ def main():
     emit(events, {"event": "ready"})
     runner.run_cells(shell, request["cells"])
     if request.get("probes"):
-        from_probes = run_probes(shell.user_ns, request["probes"])
-        emit(events, {"event": "probes", "results": from_probes})
+        run_probes(events, shell.user_ns, request["probes"])
     emit(events, {"event": "finished"})
     events.flush()
     os._exit(0)  # skip interpreter teardown (torch's takes a noticeable fraction of a second)
 
 
-def run_probes(namespace, probes):
-    """Placeholder until the authoritative checks land: nothing to run."""
-    return {}
+# ------------------------------------------------------------------ the authoritative calls
+# Values cross the sandbox wall as JSON: tensors as raw bytes with dtype and shape, never pickle,
+# so nothing that comes back can carry code. The grader uses the same two functions.
+TENSOR_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def encode(value, depth=0):
+    """A JSON-able tree for tensors, dtypes, numbers, strings, None and tuples/lists/dicts of them."""
+    import base64
+
+    import torch
+
+    if depth > 8:
+        return {"__object__": "too deeply nested"}
+    if isinstance(value, torch.Tensor):
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        plain = torch.Tensor.detach(value)
+        if type(plain) is not torch.Tensor:
+            plain = torch.Tensor._make_subclass(torch.Tensor, plain)
+        plain = plain.to("cpu").contiguous()
+        name = str(plain.dtype).replace("torch.", "")
+        if name not in TENSOR_DTYPES:
+            return {"__object__": f"tensor of {name}"}
+        raw = plain.reshape(-1).view(torch.uint8).numpy().tobytes() if plain.numel() else b""
+        return {"__tensor__": {"type": kind, "dtype": name, "shape": list(plain.shape), "device": str(value.device),
+                               "data": base64.b64encode(raw).decode("ascii")}}
+    if isinstance(value, torch.dtype):
+        return {"__dtype__": str(value).replace("torch.", "")}
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return {"__float__": repr(value)}
+    if isinstance(value, (tuple, list)):
+        items = [encode(v, depth + 1) for v in value]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"__dict__": {k: encode(v, depth + 1) for k, v in value.items()}}
+    return {"__object__": f"{type(value).__module__}.{type(value).__qualname__}"}
+
+
+def decode(tree, budget=None, depth=0):
+    """The inverse of :func:`encode`; objects come back as :class:`Opaque`. ``budget`` caps bytes."""
+    import base64
+
+    import torch
+
+    budget = budget if budget is not None else [64 << 20]
+    if depth > 10:
+        raise ValueError("too deeply nested")
+    if isinstance(tree, list):
+        return [decode(v, budget, depth + 1) for v in tree]
+    if not isinstance(tree, dict):
+        if tree is None or isinstance(tree, (bool, int, str)):
+            return tree
+        raise ValueError(f"unexpected {type(tree).__name__}")
+    if "__tensor__" in tree:
+        spec = tree["__tensor__"]
+        dtype = spec["dtype"]
+        if dtype not in TENSOR_DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not allowed")
+        raw = base64.b64decode(spec["data"], validate=True)
+        budget[0] -= len(raw)
+        if budget[0] < 0:
+            raise ValueError("too much data")
+        shape = [int(n) for n in spec["shape"]]
+        dtype = getattr(torch, dtype)
+        numel = 1
+        for n in shape:
+            if n < 0:
+                raise ValueError("negative size")
+            numel *= n
+        if numel * torch.empty(0, dtype=dtype).element_size() != len(raw):
+            raise ValueError("tensor data does not match its shape")
+        flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        tensor = flat.view(dtype).reshape(shape).clone()
+        return Returned(tensor, str(spec.get("type")), str(spec.get("device")))
+    if "__dtype__" in tree:
+        name = tree["__dtype__"]
+        if name not in TENSOR_DTYPES:
+            raise ValueError(f"dtype {name!r} is not allowed")
+        return getattr(torch, name)
+    if "__float__" in tree:
+        return float(tree["__float__"])
+    if "__tuple__" in tree:
+        return tuple(decode(v, budget, depth + 1) for v in tree["__tuple__"])
+    if "__dict__" in tree:
+        return {str(k): decode(v, budget, depth + 1) for k, v in tree["__dict__"].items()}
+    if "__object__" in tree:
+        return Opaque(str(tree["__object__"])[:200])
+    raise ValueError("unknown value")
+
+
+class Returned:
+    """A tensor that came back from the sandbox, with what the sandbox said its type and device were."""
+
+    def __init__(self, tensor, kind, device):
+        self.tensor, self.kind, self.device = tensor, kind, device
+
+    def __repr__(self):
+        return f"{self.kind}(shape={tuple(self.tensor.shape)}, dtype={self.tensor.dtype})"
+
+
+class Opaque:
+    """Something that is neither a tensor nor plain data (the grader only reports its type)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __repr__(self):
+        return f"<{self.kind}>"
+
+
+def unwrap(value):
+    """Inputs as the learner's code receives them: plain tensors instead of Returned."""
+    if isinstance(value, Returned):
+        return value.tensor
+    if isinstance(value, tuple):
+        return tuple(unwrap(v) for v in value)
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    return value
+
+
+def op_recorder():
+    """A dispatch mode that records every aten operator the learner's code runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(func._schema.name)
+            return func(*args, **(kwargs or {}))
+
+    return Recorder()
+
+
+def run_probe(namespace, case):
+    """Call the learner's code through one driver; report outputs, inputs afterwards, operators."""
+    import math
+
+    import torch
+
+    inputs = unwrap(decode(case["inputs"]))
+    scope = {"torch": torch, "math": math}
+    exec(compile(case["driver"], f"<grader driver {case['name']}>", "exec"), scope)
+    recorder = op_recorder()
+    report = {}
+    try:
+        with recorder:
+            outputs = scope[case["name"]](namespace, inputs)
+        report["outputs"] = encode(outputs)
+    except BaseException as error:  # the learner's exception is the result (ValueError expected, ...)
+        report["raised"] = type(error).__name__
+        report["message"] = str(error)[:500]
+    report["inputs_after"] = encode(inputs)
+    report["ops"] = sorted(recorder.ops)
+    return report
+
+
+def run_probes(events, namespace, probes):
+    for case in probes:
+        emit(events, {"event": "start", "index": f"probe:{case['id']}"})
+        try:
+            report = run_probe(namespace, case)
+        except BaseException as error:  # a driver that could not even start: the grader's problem
+            report = {"raised": type(error).__name__, "message": str(error)[:500], "grader_error": True}
+        emit(events, {"event": "probe", "id": case["id"], "report": report})
 
 
 if __name__ == "__main__":
