@@ -56,6 +56,12 @@ THREAT_CLASSES = {
     "renamed notebooks",
     "forged timestamps",
     "detecting the grader",
+    # what a learner's code can do to the tests that share its process (decided outside it)
+    "tampering with what the tests use",
+    "forbidden calls",
+    "memorised visible inputs",
+    "in-place changes to the tests' inputs",
+    "outputs of the wrong shape that broadcast",
 }
 
 
@@ -85,6 +91,18 @@ class Submission:
 
     def use_exercise(self):
         self.notebook = copy.deepcopy(read_notebook(EXERCISES / ASSIGNMENT / NOTEBOOK))
+
+    def wrong_answers(self):
+        """Answers of the right shapes and no value right: zeros."""
+        self.answer("stable_softmax", "def stable_softmax(x, dim=-1):\n    return torch.zeros_like(x)")
+        self.answer("scaled_dot_product_attention",
+                    "def scaled_dot_product_attention(q, k, v, attn_mask=None):\n"
+                    "    return (torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype),\n"
+                    "            torch.zeros(*q.shape[:-1], k.shape[-2], dtype=q.dtype))")
+
+    @staticmethod
+    def reference_answer(grade_id):
+        return reference_answers(ASSIGNMENT, NOTEBOOK)[grade_id]
 
     def answer(self, grade_id, code):
         for cell in self.notebook.cells:

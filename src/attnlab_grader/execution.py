@@ -231,43 +231,53 @@ def run_session(job, plan, probes, deadline):
 
 def execute(job):
     """Run every code cell of ``job.notebook`` in order, then the authoritative calls, surviving
-    whatever a cell can do to its kernel."""
+    whatever a cell can do to its kernel.
+
+    Cells first, with the calls in the same sandbox right after them. If the sandbox dies, a new
+    one replays the non-test cells that ran (never one that failed) and goes on. Calls that have
+    not run when the cells are over (the notebook hit its time limit, or died in its last cell)
+    get a sandbox of their own.
+    """
     started = time.monotonic()
-    deadline = started + job.total_timeout
     result = ExecutionResult(key=job.key)
     code_cells = [i for i, cell in enumerate(job.notebook["cells"]) if cell.get("cell_type") == "code"]
-    pending = list(code_cells)
-    probes = list(job.probes)
-    replay = []  # non-test cells already run, to rebuild the learner's state in a new sandbox
+    pending, probes, failed_cells = list(code_cells), list(job.probes), set()
     stopped = None
-    while pending or probes:
-        plan = [{"index": i, "replay": True} for i in replay] + [{"index": i} for i in pending]
-        session = run_session(job, plan, probes, deadline)
+
+    def replay():
+        return [{"index": i, "replay": True} for i in code_cells
+                if i in result.outputs and i not in failed_cells and i not in job.test_cells]
+
+    def record(session):
         for index, (count, outputs) in session.finished.items():
             if index in pending:
                 result.outputs[index] = outputs
                 result.execution_counts[index] = count
         result.probes.update(session.probes)
-        probes = [p for p in probes if p["id"] not in result.probes]
-        if session.failure is None:
-            pending = []
-            stopped = "the notebook's process never ran this check"
-            break
         failed = session.failed_index
-        if failed in pending:
-            result.outputs[failed] = result.outputs.get(failed, []) + [error_output(
-                "GraderStopped", f"{session.failure}. The grader stopped it here; "
-                "cells before keep their results.")]
-            result.execution_counts.setdefault(failed, None)
+        if session.failure is None:
+            return None
+        if isinstance(failed, int):
+            failed_cells.add(failed)
+            if failed in pending and failed not in result.outputs:
+                result.outputs[failed] = [error_output(
+                    "GraderStopped", f"{session.failure}. The grader stopped it here; cells before keep their results.")]
+                result.execution_counts[failed] = None
         elif isinstance(failed, str) and failed.startswith("probe:"):
-            result.probes[failed[6:]] = {"raised": "GraderStopped", "message": session.failure}
-            probes = [p for p in probes if p["id"] not in result.probes]
+            result.probes[failed[len("probe:"):]] = {"raised": "GraderStopped", "message": session.failure}
         where = f"cell {failed}" if isinstance(failed, int) else (failed or "start-up")
         result.problems.append(f"{where}: {session.failure}")
         result.status = session.status if result.status == "ok" else result.status
-        done = set(result.outputs)
-        replay = [i for i in code_cells if i in done and i != failed and i not in job.test_cells]
-        pending = [i for i in pending if i not in done]
+        return failed
+
+    deadline = started + job.total_timeout
+    while pending:
+        session = run_session(job, replay() + [{"index": i} for i in pending], probes, deadline)
+        failed = record(session)
+        pending = [i for i in pending if i not in result.outputs]
+        probes = [p for p in probes if p["id"] not in result.probes]
+        if session.failure is None:
+            break
         if session.status in ("time-limit", "startup") or failed is None:
             stopped = session.failure
             break
@@ -279,7 +289,20 @@ def execute(job):
         result.outputs[index] = [error_output(
             "GraderStopped", f"This cell did not run: {stopped or 'the notebook was stopped earlier'}.")]
         result.execution_counts[index] = None
+    pending = []
+
+    # The calls' own sandbox replays what ran in time (at most the notebook's time limit) and
+    # then gets that much time again for the calls themselves.
+    deadline = time.monotonic() + 2 * job.total_timeout
+    attempts = 0
+    while probes and attempts <= MAX_RESTARTS:
+        session = run_session(job, replay(), probes, deadline)
+        record(session)
+        probes = [p for p in probes if p["id"] not in result.probes]
+        attempts += 1
+        if session.failure is None or session.status in ("time-limit", "startup"):
+            break
     for probe in probes:
-        result.probes.setdefault(probe["id"], {"raised": "GraderStopped", "message": stopped or "not run"})
+        result.probes.setdefault(probe["id"], {"raised": "GraderStopped", "message": "the check could not run"})
     result.seconds = time.monotonic() - started
     return result
