@@ -144,6 +144,9 @@ def rope_mistakes(x: Tensor, cos: Tensor, sin: Tensor) -> Iterator[tuple[str, Te
     yield "your rotate_half forgot the minus sign: it must return cat(-x2, x1), not cat(x2, x1)", x * c + swapped * s
     yield "you swapped cos and sin", x * s + rotate_half(x) * c
     yield "you did not rotate at all (the output is x)", x
+    if cos.dim() == 3 and x.shape[0] == x.shape[1] > 1:  # B == H: (B, T, D) broadcasts silently as (H, T, D)
+        yield ("your (B, T, D) tables broadcast against the heads axis, so head h got the angles of "
+               "sequence h: insert a head axis (cos[:, None] is (B, 1, T, D))", x * cos + rotate_half(x) * sin)
 
 
 def explain_rope_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tensor) -> str:
