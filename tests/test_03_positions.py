@@ -30,6 +30,7 @@ from attnlab import (
     interleaved_to_half_split,
     relative_position_error,
     rotary_cos_sin,
+    rotate_half,
     sinusoidal_embeddings,
 )
 from attnlab.diagnose_positions import (
@@ -432,6 +433,14 @@ def test_every_rotation_mistake_is_wrong_and_named():
             assert description in explain(wrong, x, cos, sin)
         assert "shape (2, 3, 5, 4)" in explain(right[..., :4], x, cos, sin)
         assert "NaN" in explain(right * float("nan"), x, cos, sin)
+    # (B, T, D) tables with B == H broadcast silently against the heads when no head axis is inserted
+    x = torch.randn(3, 3, 5, 8, generator=g)
+    cos, sin = rotary_cos_sin(torch.arange(5) + torch.tensor([[0], [4], [9]]), 8)  # (B, T, D)
+    mistakes = dict((d, out) for d, out in rope_mistakes(x, cos, sin))
+    assert len(mistakes) == 6
+    no_head_axis = [d for d in mistakes if "head axis" in d][0]
+    assert (mistakes[no_head_axis] - apply_rotary(x, cos, sin)).abs().max() > 0.1
+    assert "insert a head axis" in explain_rope_mismatch(x * cos + rotate_half(x) * sin, x, cos, sin)
 
 
 def test_every_conversion_mistake_is_wrong_and_named():
