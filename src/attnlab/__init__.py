@@ -13,6 +13,14 @@ from attnlab.heads import merge_heads, repeat_kv, split_heads
 from attnlab.llama import LlamaConfig, LlamaLM, RMSNorm, RotaryAttention, load_hf_llama_state_dict
 from attnlab.masks import additive_mask, attention_mask_for, causal_mask, min_value, padding_mask, position_ids
 from attnlab.multihead import AttentionConfig, KVCacheProtocol, MultiHeadAttention, copy_torch_mha_weights
+from attnlab.positions import (
+    apply_rotary_interleaved,
+    half_split_channel_order,
+    half_split_to_interleaved,
+    interleaved_to_half_split,
+    relative_position_error,
+    sinusoidal_embeddings,
+)
 from attnlab.rotary import apply_rotary, rotary_cos_sin, rotate_half
 from attnlab.tokenizer import CharTokenizer
 
@@ -29,10 +37,14 @@ __all__ = [
     "RMSNorm",
     "RotaryAttention",
     "apply_rotary",
+    "apply_rotary_interleaved",
     "cache_nbytes",
     "copy_torch_mha_weights",
     "generate",
     "generate_with_logits",
+    "half_split_channel_order",
+    "half_split_to_interleaved",
+    "interleaved_to_half_split",
     "load_hf_llama_state_dict",
     "rotary_cos_sin",
     "rotate_half",
@@ -45,8 +57,10 @@ __all__ = [
     "min_value",
     "padding_mask",
     "position_ids",
+    "relative_position_error",
     "repeat_kv",
     "scaled_dot_product_attention",
+    "sinusoidal_embeddings",
     "split_heads",
     "stable_softmax",
 ]

