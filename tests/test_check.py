@@ -16,9 +16,9 @@ ASSIGNMENT = "01-scaled-dot-product-attention"  # the quickest notebook to run
 NOTEBOOK = "attention.ipynb"
 
 
-def run_check(*paths, cwd):
+def run_check(*args, cwd):
     return subprocess.run(
-        [sys.executable, "-m", "attnlab.check", *map(str, paths)],
+        [sys.executable, "-m", "attnlab.check", *map(str, args)],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -63,6 +63,16 @@ def test_exercise_with_one_function_missing_exits_1_naming_the_failures(tmp_path
     result = run_check(path, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "PASS" in result.stdout and "FAIL" in result.stdout, result.stdout
+
+
+def test_endless_loop_is_stopped_and_exits_1(tmp_path):
+    answers = reference_answers(ASSIGNMENT, NOTEBOOK)
+    first = list(answers)[0]
+    answers[first] = "while True:\n    pass"
+    path = learner_copy(tmp_path, fill_in(read_notebook(EXERCISES / ASSIGNMENT / NOTEBOOK), answers))
+    result = run_check("--timeout", "30", path, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"ERROR in your cell {first}: KeyboardInterrupt: stopped" in result.stdout, result.stdout
 
 
 def test_edited_test_cell_exits_1(tmp_path):

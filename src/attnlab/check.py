@@ -10,8 +10,9 @@ per test cell and a total. Unlike ``nbgrader validate``, whose exit status is 0
 even when tests fail, the exit status means something:
 
 * 0: every test cell of every notebook passed;
-* 1: a test cell failed or raised, or a test cell was edited (the grader puts
-  the original back, so an edited test proves nothing);
+* 1: a test cell failed or raised, a cell ran longer than 60 s, or a test cell
+  was edited (the grader puts the original back, so an edited test proves
+  nothing);
 * 2: a notebook could not be checked (missing file, not a notebook, no test
   cells, the kernel died or timed out).
 
@@ -51,6 +52,8 @@ def _error_message(cell) -> str:
             name, value = output.get("ename", "Error"), output.get("evalue", "")
             if name == "NotImplementedError" and not value:
                 value = "a function this test calls is not written yet"
+            if name == "KeyboardInterrupt" and not value:
+                value = "stopped: it ran longer than the time limit (an endless loop?)"
             return f"{name}: {value}".strip()
     for output in cell.get("outputs", []):
         if output.get("output_type") == "stream" and output.get("name") == "stderr":
@@ -59,13 +62,14 @@ def _error_message(cell) -> str:
     return "partial credit: some checks failed"
 
 
-def check_notebook(path: Path) -> tuple[list[TestCellResult], int]:
-    """Run one notebook with nbgrader's validator; return its test cells and changed cells.
+def check_notebook(path: Path, timeout_s: int = CELL_TIMEOUT_S) -> tuple[list[TestCellResult], list[TestCellResult], int]:
+    """Run one notebook with nbgrader's validator; return its test cells, answer cells, edits.
 
     Raises ``ValueError`` when the file is not an assignment notebook.
 
     Shapes:
         returns: (one TestCellResult per graded test cell in notebook order,
+                  one per answer cell that raised (its error, e.g. a timeout),
                   number of locked or test cells whose contents were edited)
     """
     import nbformat
@@ -93,14 +97,18 @@ def check_notebook(path: Path) -> tuple[list[TestCellResult], int]:
             return self.executed
 
     config = Config()
-    config.Execute.timeout = CELL_TIMEOUT_S
+    config.Execute.timeout = timeout_s
     validator = KeepExecuted(config=config)
     results = validator.validate(str(path))
     if results.get("type_changed"):
-        return [], len(results["type_changed"])
+        return [], [], len(results["type_changed"])
     changed = len(results.get("changed", []))
-    verdicts = []
+    verdicts, broken_answers = [], []
     for cell in validator.executed.cells:
+        if utils.is_solution(cell) and cell.cell_type == "code" and not utils.is_grade(cell):
+            if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
+                grade_id = cell.metadata.nbgrader.get("grade_id", cell.get("id", "?"))
+                broken_answers.append(TestCellResult(grade_id, 0.0, False, _error_message(cell)))
         if not (utils.is_grade(cell) and cell.cell_type == "code"):
             continue
         score, max_score = utils.determine_grade(cell, validator.log)
@@ -113,7 +121,7 @@ def check_notebook(path: Path) -> tuple[list[TestCellResult], int]:
                 message="" if passed else _error_message(cell),
             )
         )
-    return verdicts, changed
+    return verdicts, broken_answers, changed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Run an assignment notebook's visible tests; exit 0 only if all pass.",
     )
     parser.add_argument("notebooks", nargs="+", type=Path, help="the .ipynb files to check")
+    parser.add_argument(
+        "--timeout", type=int, default=CELL_TIMEOUT_S, metavar="SECONDS",
+        help=f"stop a cell that runs longer than this (default {CELL_TIMEOUT_S}, the grader's limit)",
+    )
     args = parser.parse_args(argv)
     try:
         import nbgrader  # noqa: F401
+        from nbclient.exceptions import CellTimeoutError
     except ImportError:
         print("attnlab.check needs nbgrader: install the course's requirements.txt", file=sys.stderr)
         return EXIT_UNCHECKABLE
@@ -133,15 +146,23 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         print(f"== {path}")
         try:
-            verdicts, changed = check_notebook(path)
+            verdicts, broken_answers, changed = check_notebook(path, args.timeout)
         except ValueError as error:
             print(f"   cannot check: {error}")
             status = max(status, EXIT_UNCHECKABLE)
+            continue
+        except CellTimeoutError as error:  # the learner's code looped or ran too long
+            preview = str(error).split("Here is a preview of the cell contents:")[-1].strip()
+            print(f"   FAIL  a cell ran longer than {args.timeout} s and was stopped (an endless loop?):")
+            print("         " + "\n         ".join(preview.splitlines()[:6]))
+            status = max(status, EXIT_FAILED)
             continue
         except Exception as error:  # a dead kernel, a timeout, a broken install
             print(f"   cannot check: the notebook did not run: {type(error).__name__}: {error}")
             status = max(status, EXIT_UNCHECKABLE)
             continue
+        for answer in broken_answers:
+            print(f"   ERROR in your cell {answer.grade_id}: {answer.message}")
         for verdict in verdicts:
             mark = "PASS" if verdict.passed else "FAIL"
             detail = "" if verdict.passed else f"  {verdict.message}"
