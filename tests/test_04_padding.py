@@ -38,6 +38,15 @@ def test_vocabulary_layout():
     assert tok.decode([1, 3, 0, 4, 2, 0]) == "ab"  # special tokens are skipped
 
 
+def test_decode_can_show_special_tokens_one_piece_per_id():
+    tok = CharTokenizer("abc")
+    ids = [1, 3, 0, 4, 2, 0]
+    assert tok.decode(ids, skip_special_tokens=False) == "<bos>a<pad>b<eos><pad>"
+    assert tok.decode(torch.tensor(ids), skip_special_tokens=False) == "<bos>a<pad>b<eos><pad>"
+    with pytest.raises(ValueError, match="skip_special_tokens must be a bool, got 'no'"):
+        tok.decode(ids, skip_special_tokens="no")
+
+
 def test_left_and_right_padding_layouts():
     tok = CharTokenizer("abc")
     ids, mask = tok(["abc", "a", "cb"], padding_side="left")

@@ -66,8 +66,17 @@ class CharTokenizer:
         ids = [self._char_to_id[c] for c in text]
         return [self.bos_id] * add_bos + ids + [self.eos_id] * add_eos
 
-    def decode(self, ids: list[int] | Tensor) -> str:
-        """Text of ``ids``, skipping the special tokens (pads included).
+    def decode(self, ids: list[int] | Tensor, skip_special_tokens: bool = True) -> str:
+        """Text of ``ids``; special tokens are skipped, or written as ``<pad>``, ``<bos>``, ``<eos>``.
+
+        With ``skip_special_tokens=True`` (the default) the text can be shorter
+        than ``ids``: a generated ``<eos>`` vanishes. Pass ``False`` to see one
+        piece of text per id.
+
+        Example:
+            >>> tok = CharTokenizer("abc")
+            >>> tok.decode([3, 2, 4]), tok.decode([3, 2, 4], skip_special_tokens=False)
+            ('ab', 'a<eos>b')
 
         Shapes:
             ids: a list of ints or a 1-D tensor (S,).
@@ -76,11 +85,15 @@ class CharTokenizer:
             if ids.dim() != 1:
                 raise ValueError(f"decode needs a 1-D tensor of ids, got shape {tuple(ids.shape)}")
             ids = ids.tolist()
+        if not isinstance(skip_special_tokens, bool):
+            raise ValueError(f"skip_special_tokens must be a bool, got {skip_special_tokens!r}")
         offset = len(self.special_tokens)
         bad = [i for i in ids if not isinstance(i, int) or not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"ids {bad[:10]} are not in range(0, {self.vocab_size})")
-        return "".join(self.chars[i - offset] for i in ids if i >= offset)
+        if skip_special_tokens:
+            return "".join(self.chars[i - offset] for i in ids if i >= offset)
+        return "".join(self.chars[i - offset] if i >= offset else self.special_tokens[i] for i in ids)
 
     def __call__(
         self,
