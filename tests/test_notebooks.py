@@ -80,3 +80,18 @@ def test_solution_validates(assignment):
     for name in notebook_names(assignment):
         result = run_nbgrader("validate", str(SOLUTIONS / assignment / name), cwd=SOLUTIONS.parent)
         assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout[-3000:]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_graded_cell_has_an_authoritative_check(assignment):
+    """scripts/grade decides points with solutions/NN-topic/grading.py: one part per graded cell."""
+    from attnlab_grader.authority import Authority
+
+    for name in notebook_names(assignment):
+        authority = Authority.load(SOLUTIONS / assignment / name, seed=1234)
+        assert authority is not None, f"solutions/{assignment}/grading.py is missing"
+        graded = {nbgrader_meta(c)["grade_id"] for c in read_notebook(SOLUTIONS / assignment / name).cells
+                  if nbgrader_meta(c).get("grade")}
+        checked = {part.grade_id for part in authority.parts}
+        assert graded <= checked, f"{name}: graded cells without a part in grading.py: {sorted(graded - checked)}"
+        assert all(part.cases for part in authority.parts), "a part with no cases decides nothing"

@@ -44,6 +44,7 @@ from typing import Callable
 import nbformat
 import torch
 
+from attnlab.testing import tensor_problem
 from attnlab_grader.runner import Opaque, Returned, decode, encode, unwrap
 
 SOFTMAX_OPS = frozenset({"aten::_softmax", "aten::_log_softmax", "aten::_safe_softmax"})
@@ -107,27 +108,11 @@ def compare(expected, actual, case, where="the result"):
     if isinstance(expected, torch.Tensor):
         if not isinstance(actual, Returned):
             return f"{where} should be a tensor, got {describe(actual)}"
-        if actual.kind != "torch.Tensor":
-            return f"{where} is a {actual.kind}: return a plain torch.Tensor"
-        got = actual.tensor
-        if tuple(got.shape) != tuple(expected.shape):
-            return f"{where} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-        if case.exact_dtype and got.dtype != expected.dtype:
-            return f"{where} has dtype {got.dtype}, expected {expected.dtype} (the dtype of the inputs)"
-        if actual.device != str(expected.device):
+        device = torch.device(actual.device) if actual.device in ("cpu", str(expected.device)) else None
+        if device is None:
             return f"{where} is on {actual.device}, expected {expected.device}"
-        if got.dtype == torch.bool or expected.dtype == torch.bool:
-            if not torch.equal(got.to(torch.bool), expected.to(torch.bool)):
-                wrong = (got.to(torch.bool) != expected.to(torch.bool)).nonzero()[:3].tolist()
-                return f"{where} is wrong at {len((got.to(torch.bool) != expected.to(torch.bool)).nonzero())} places, e.g. {wrong}"
-            return None
-        try:
-            torch.testing.assert_close(got.to(expected.dtype), expected, atol=case.atol, rtol=case.rtol,
-                                       equal_nan=True, check_dtype=False)
-        except AssertionError as error:
-            summary = " ".join(line.strip() for line in str(error).splitlines()[:4] if line.strip())
-            return f"{where} has the wrong values: {summary}"
-        return None
+        return tensor_problem(actual.tensor, expected, where, exact_dtype=case.exact_dtype, atol=case.atol,
+                              rtol=case.rtol, kind=actual.kind)
     if isinstance(expected, (tuple, list)):
         if not isinstance(actual, (tuple, list)):
             return f"{where} should be a tuple of {len(expected)}, got {describe(actual)}"
