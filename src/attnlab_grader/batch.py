@@ -38,6 +38,7 @@ class StudentResult:
     flags: list = field(default_factory=list)
     reasons: list = field(default_factory=list)
     cells: dict = field(default_factory=dict)  # grade_id -> [score, max]
+    timings: dict = field(default_factory=dict)  # seconds per step: sandbox, autograde, checks, feedback
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,11 @@ def finish(root, assignment, intake, runs, staging, maximum, sandboxed, authorit
             return result
         if intake.timestamp:
             (folder / "timestamp.txt").write_text(intake.timestamp)
+        result.timings["sandbox"] = sum(run.seconds for run in runs.values() if hasattr(run, "seconds"))
+        step = time.monotonic()
         outcome = nbgrader_steps.autograde(root, assignment, intake.student, staging)
+        result.timings["autograde"] = time.monotonic() - step
+        step = time.monotonic()
         if not outcome["success"]:
             result.status = "error"
             result.reasons.append("nbgrader autograde failed: " + (outcome.get("error") or "")[-500:])
@@ -268,7 +273,10 @@ def finish(root, assignment, intake, runs, staging, maximum, sandboxed, authorit
                 result.flags.append(f"{grade_id}: notebook test {'passed' if said else 'failed'}, "
                                     f"grader's check {'passed' if decided else 'failed'}")
             annotate_feedback(root / "autograded" / intake.student / assignment / nb.name, verdicts)
+        result.timings["checks"] = time.monotonic() - step
+        step = time.monotonic()
         feedback = nbgrader_steps.generate_feedback(root, assignment, intake.student)
+        result.timings["feedback"] = time.monotonic() - step
         if not feedback["success"]:
             result.reasons.append("feedback failed: " + (feedback.get("error") or "")[-300:])
         found = nbgrader_steps.scores(root, assignment, intake.student)

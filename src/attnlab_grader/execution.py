@@ -24,7 +24,7 @@ from pathlib import Path
 from attnlab_grader.sandbox import Limits, SandboxedProcess
 
 RUNNER = Path(__file__).with_name("runner.py")
-INTERRUPT_GRACE = 5.0  # seconds a cell gets to stop after the interrupt before the sandbox is killed
+INTERRUPT_GRACE = 10.0  # seconds a cell gets to stop after the interrupt before the sandbox is killed
 STARTUP_LIMIT = 60.0  # seconds for the sandboxed Python to come up
 MAX_RESTARTS = 3
 OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
@@ -171,8 +171,8 @@ def run_session(job, plan, probes, deadline):
                     except OSError:
                         pass
                 elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
-                    stop("cell-timeout", f"the cell ran past {job.cell_timeout:g} s and ignored the interrupt",
-                         current[0])
+                    stop("cell-timeout", f"the cell ran past the time limit per cell ({job.cell_timeout:g} s) "
+                         "and ignored the interrupt", current[0])
                     break
             for key, _ in selector.select(timeout=0.25):
                 chunk = os.read(key.fileobj.fileno(), 1 << 16)
