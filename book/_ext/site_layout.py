@@ -14,6 +14,7 @@
 
 import os
 import re
+import textwrap
 from html import escape
 from pathlib import Path
 
@@ -113,10 +114,11 @@ def draw_images(app, exception):
 
     card = plt.figure(figsize=(12, 6.3), dpi=100, facecolor="white")
     matrix(card.add_axes([0.06, 0.22, 0.3, 0.56]))
-    card.text(0.42, 0.6, title(app.config), fontsize=44, weight="bold", color="#1f2937")
-    card.text(0.42, 0.33, "Scaled dot-product attention, masks, multi-head\nand grouped-query "
-              "attention, KV caching:\nbuilt, tested against PyTorch, auto-graded.",
-              fontsize=20, color="#374151", linespacing=1.5)
+    heading = "\n".join(textwrap.wrap(title(app.config), 16))
+    card.text(0.42, 0.5, heading, fontsize=42, weight="bold", color="#1f2937", va="bottom", linespacing=1.2)
+    card.text(0.42, 0.42, "The attention mechanism of LLMs, built\nline by line, checked against "
+              "PyTorch,\nwith auto-graded exercises.", fontsize=19, color="#374151", va="top",
+              linespacing=1.5)
     card.savefig(static / "social-card.png", dpi=100)
     plt.close(card)
 
