@@ -56,12 +56,16 @@ def use_local_assets(app, config):
 
 
 def keep_used_scripts(app, pagename, templatename, context, doctree):
-    """Per page: each script once; the widget manager only where a widget is drawn.
+    """Per page: each script once; the widget manager only where a widget is drawn;
+    MathJax only where there is math (Sphinx also loads it on a page whose toctree
+    includes pages with math, such as the book's first page: 1.1 MB for nothing).
 
     A body-only script registered before and after `Builder.init()` comes back once
     with filename None and once with filename "": both mean "no file".
     """
-    draws_widgets = WIDGET_VIEW in context.get("body", "")
+    body = context.get("body", "")
+    draws_widgets = WIDGET_VIEW in body
+    has_math = 'class="math notranslate' in body
     widget_files = {*WIDGET_JS, "widget-paths.js", "mathjax2-shim.js"}
     seen, kept = set(), []
     for script in context.get("script_files", []):
@@ -69,6 +73,9 @@ def keep_used_scripts(app, pagename, templatename, context, doctree):
         attributes = getattr(script, "attributes", {})
         local = filename.removeprefix("_static/")
         if not draws_widgets and (local in widget_files or attributes.get("type") == WIDGET_STATE):
+            continue
+        if not has_math and (local == app.config.mathjax_path or attributes.get("body", "").startswith(
+                "window.MathJax = ")):
             continue
         key = (filename, tuple(sorted(attributes.items())))
         if key not in seen:
