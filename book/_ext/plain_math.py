@@ -41,7 +41,7 @@ SYMBOLS = {
     "rvert": "|", "Vert": "‖", "|": "‖", "top": "ᵀ", "intercal": "ᵀ", "colon": ":",
     "quad": " ", "qquad": " ", ",": " ", ";": " ", ":": " ", "!": "", " ": " ",
     "left": "", "right": "", "big": "", "Big": "", "bigg": "", "Bigg": "",
-    "{": "{", "}": "}", "_": "_", "%": "%", "#": "#", "&": "&", "$": "$", "\\": " ",
+    "{": "\x01", "}": "\x02", "_": "_", "%": "%", "#": "#", "&": "&", "$": "$", "\\": " ",
 }
 DOUBLE_STRUCK = {"R": "ℝ", "N": "ℕ", "Z": "ℤ", "Q": "ℚ", "C": "ℂ", "E": "𝔼", "P": "ℙ"}
 SUPERSCRIPT = dict(zip("0123456789+-=()nijkT", "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁼⁽⁾ⁿⁱʲᵏᵀ"))
@@ -73,6 +73,7 @@ def tex_to_text(tex):
     text = re.sub(rf"\^\s*(?:{GROUP}|([^\s{{}}]))", lambda m: _script(m[1] or m[2], SUPERSCRIPT, "^"), text)
     text = re.sub(rf"_\s*(?:{GROUP}|([^\s{{}}]))", lambda m: _script(m[1] or m[2], SUBSCRIPT, "_"), text)
     text = text.replace("{", "").replace("}", "").replace("&", " ").replace("~", " ")
+    text = text.replace("\x01", "{").replace("\x02", "}")  # braces the formula shows: \{0, 1\}
     return re.sub(r"\s+", " ", text).strip()
 
 
