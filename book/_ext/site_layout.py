@@ -15,7 +15,7 @@
 import os
 import re
 import textwrap
-from html import escape
+from html import escape, unescape
 from pathlib import Path
 
 from docutils import nodes
@@ -67,7 +67,7 @@ def _ancestors(node):
 
 def add_social_meta(app, pagename, templatename, context, doctree):
     base = site_url(app.config)
-    page_title = re.sub(r"<[^>]+>", "", context.get("title") or title(app.config))
+    page_title = unescape(re.sub(r"<[^>]+>", "", context.get("title") or title(app.config)))
     page_title = tex_to_text(page_title) if "\\" in page_title else page_title
     description = first_paragraph(doctree) if doctree is not None else DESCRIPTION
     image = f"{base}_static/social-card.png" if base else context["pathto"]("_static/social-card.png", 1)
