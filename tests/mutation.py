@@ -358,6 +358,8 @@ def _worker(connection, repo: str):
 class Worker:
     """A worker process that can be replaced when a mutant hangs it or kills it."""
 
+    grace_seconds = 15.0  # past its time limit a job gets this long before its worker is killed
+
     def __init__(self):
         self.context = multiprocessing.get_context("spawn")
         self.start()
@@ -374,7 +376,7 @@ class Worker:
         except (BrokenPipeError, OSError):
             self.restart()
             self.connection.send((cells, time_limit, stop_at_first))
-        grace = time_limit + 15  # the worker's own alarm comes first; this catches a hang inside C code
+        grace = time_limit + self.grace_seconds  # the worker's own alarm comes first; this catches a hang in C code
         if self.connection.poll(grace):
             try:
                 return self.connection.recv()

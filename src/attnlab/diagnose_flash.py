@@ -95,22 +95,32 @@ def _tolerance(dtype: torch.dtype) -> float:
 # ---------------------------------------------------------------- online softmax
 
 
-def _stats_with(blocks: list[Tensor], mistake: str | None) -> tuple[Tensor, Tensor]:
-    """Running (m, l) over ``blocks`` in float64, with one mistake. Shapes: blocks (*, b) -> (*, 1) each."""
-    m = torch.full((*blocks[0].shape[:-1], 1), float("-inf"), dtype=torch.float64)
+def stats_with_mistake(blocks: list[Tensor], mistake: str | None = None) -> tuple[Tensor, Tensor]:
+    """The online softmax's running ``(m, l)`` over ``blocks``, with one mistake of
+    :data:`STATS_MISTAKES` (None: none), in float32 or wider like the real thing (so an
+    overflow shows as it would).
+
+    Shapes:
+        blocks: list of (*, b); returns: m (*, 1), l (*, 1)
+    """
+    work = torch.promote_types(blocks[0].dtype, torch.float32)
+    m = torch.full((*blocks[0].shape[:-1], 1), float("-inf"), dtype=work)
     l = torch.zeros_like(m)
     for block in blocks:
-        block = block.double()
+        block = block.to(work)
         block_max = block.amax(dim=-1, keepdim=True)
         m_new = block_max if mistake == "block_max" else torch.maximum(m, block_max)
-        shift = m_new.clamp_min(torch.finfo(torch.float64).min)
-        rescale = {"no_rescale": torch.ones_like(m), "inverted_rescale": torch.exp(m_new - m)}.get(
-            mistake, torch.exp(m - shift)
-        )
+        shift = m_new.clamp_min(torch.finfo(work).min)
         if mistake == "no_shift":
             l, m = l + torch.exp(block).sum(dim=-1, keepdim=True), m_new
             continue
-        l = l * rescale.nan_to_num(nan=0.0) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
+        if mistake == "no_rescale":
+            rescale = torch.ones_like(m)
+        elif mistake == "inverted_rescale":  # the first block has nothing to rescale
+            rescale = torch.exp(m_new - m).masked_fill(l == 0, 0.0)
+        else:
+            rescale = torch.exp(m - shift)
+        l = l * rescale + torch.exp(block - shift).sum(dim=-1, keepdim=True)
         m = m_new
     return m, l
 
@@ -142,12 +152,12 @@ def explain_stats_mismatch(got: object, blocks: list[Tensor], atol: float | None
     atol = _tolerance(x.dtype) if atol is None else atol
     if _close(m, true_m, atol) and _close(l, true_l, atol):
         return f"m and l are right {where}"
-    if torch.isinf(l).any() and torch.isfinite(true_l).all():
-        return f"l overflowed to inf: {STATS_MISTAKES['no_shift']} {where}"
     for mistake, description in STATS_MISTAKES.items():
-        wrong_m, wrong_l = _stats_with(blocks, mistake)
+        wrong_m, wrong_l = stats_with_mistake(blocks, mistake)
         if _close(m, wrong_m, atol) and _close(l, wrong_l, atol):
             return f"Looks like {description} {where}"
+    if torch.isinf(l).any() and torch.isfinite(true_l).all():
+        return f"l overflowed to inf: {STATS_MISTAKES['no_shift']} {where}"
     if not _close(m, true_m, atol):
         return f"m must be each row's maximum over all blocks (x.amax(-1, keepdim=True)) {where}"
     return f"l must be sum_j exp(x_j - m) with the final m (largest error {(l - true_l).abs().max():.3g}) {where}"
@@ -179,7 +189,7 @@ def explain_online_softmax_mismatch(got: object, x: Tensor, block_size: int, ato
     if _close(got, per_block, atol):
         return f"you normalised each block on its own: every row must sum to 1 over all its blocks {where}"
     for mistake, description in STATS_MISTAKES.items():
-        m, l = _stats_with(list(x.split(block_size, dim=-1)), mistake)
+        m, l = stats_with_mistake(list(x.split(block_size, dim=-1)), mistake)
         if _close(got, torch.exp(x.double() - m.clamp_min(-1e308)) / l, atol):
             return f"Looks like {description} {where}"
     return f"differs from torch.softmax(x, dim=-1) by up to {(got.double() - want).abs().max():.3g} {where}"
@@ -188,8 +198,21 @@ def explain_online_softmax_mismatch(got: object, x: Tensor, block_size: int, ato
 # ---------------------------------------------------------------- tiled attention
 
 
-def _tiled_with(q, k, v, block_q, block_k, is_causal, attn_mask, mistake=None) -> tuple[Tensor, Tensor]:
+def tiled_with_mistake(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    block_q: int,
+    block_k: int,
+    is_causal: bool = False,
+    attn_mask: Tensor | None = None,
+    mistake: str | None = None,
+) -> tuple[Tensor, Tensor]:
     """Tiled attention in float64 with one classic mistake (None: none).
+
+    ``mistake`` is a key of :data:`TILED_MISTAKES`, or ``"nan_from_empty_block"``
+    (subtracting a running maximum of -inf) or ``"nan_in_empty_rows"`` (dividing
+    by a zero denominator).
 
     Shapes:
         q: (*, T, D); k: (*, S, D); v: (*, S, Dv); attn_mask broadcastable to (*, T, S)
@@ -228,14 +251,14 @@ def _tiled_with(q, k, v, block_q, block_k, is_causal, attn_mask, mistake=None) -
             if attn_mask is not None:
                 scores = scores.masked_fill(~attn_mask[..., q0:q1, k0:k1], float("-inf"))
             m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))
-            shift = m_new.clamp_min(torch.finfo(torch.float64).min)
+            shift = m_new if mistake == "nan_from_empty_block" else m_new.clamp_min(torch.finfo(torch.float64).min)
             rescale, p = torch.exp(m - shift), torch.exp(scores - shift)
             rescale_l = 1.0 if mistake in ("no_rescale", "output_only") else rescale
             rescale_acc = 1.0 if mistake in ("no_rescale", "denominator_only") else rescale
             l = l * rescale_l + p.sum(dim=-1, keepdim=True)
             acc = acc * rescale_acc + p @ v[..., k0:k1, :]
             m = m_new
-        outputs.append(acc / l.clamp_min(torch.finfo(torch.float64).tiny))
+        outputs.append(acc / (l if mistake == "nan_in_empty_rows" else l.clamp_min(torch.finfo(torch.float64).tiny)))
         lses.append((m + torch.log(l)).squeeze(-1))
     if q_stop < T:  # the dropped rows, as a preallocated output would leave them
         outputs.append(torch.zeros((*q.shape[:-2], T - q_stop, v.shape[-1]), dtype=torch.float64))
@@ -305,15 +328,14 @@ def explain_tiled_mismatch(
     if _close(out, expected, atol):
         scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])
         true_lse = scores.masked_fill(~allowed, float("-inf")).logsumexp(dim=-1)
-        _, l_only = _tiled_with(q, k, v, block_q, block_k, is_causal, attn_mask)
-        if lse.isinf().any() and not (lse[empty] == float("-inf")).all():
+        if not (lse[empty] == float("-inf")).all():
             return f"lse must be -inf for fully masked rows (log of a zero denominator) {where}"
         if _close(lse.masked_fill(empty, 0.0), true_lse.masked_fill(empty, 0.0), atol):
             return f"output and lse are right {where}"
         return (f"the output is right but lse is not: it is m + log(l), the log-sum-exp of each row's allowed "
                 f"scores (largest error {(lse.double() - true_lse).abs().masked_fill(empty, 0).max():.3g}) {where}")
     for mistake, description in TILED_MISTAKES.items():
-        wrong, _ = _tiled_with(q, k, v, block_q, block_k, is_causal, attn_mask, mistake)
+        wrong, _ = tiled_with_mistake(q, k, v, block_q, block_k, is_causal, attn_mask, mistake)
         if not _close(wrong, expected, atol) and _close(out, wrong, atol):
             return f"Looks like {description} {where}"
     error = (out.double() - expected).abs().max()
@@ -321,6 +343,31 @@ def explain_tiled_mismatch(
 
 
 # ---------------------------------------------------------------- merging partial results
+
+
+def merge_with_mistake(outputs: list[Tensor], lses: list[Tensor], mistake: str | None = None) -> tuple[Tensor, Tensor]:
+    """Merge partial attention results with one classic mistake, in the partials' own dtype
+    (so that an overflow shows as it would): a key of :data:`MERGE_MISTAKES`,
+    ``"no_max"`` (weights ``exp(lse_i) / sum_j exp(lse_j)``) or ``"nan_all_empty"``
+    (``exp(lse_i - lse)`` with ``lse = -inf``). None: no mistake.
+
+    Shapes:
+        outputs: n tensors (*, T, Dv); lses: n tensors (*, T)
+        returns: output (*, T, Dv), lse (*, T)
+    """
+    o, lse_i = torch.stack(outputs), torch.stack(lses)  # (n, *, T, Dv), (n, *, T)
+    lse = torch.logsumexp(lse_i, dim=0)  # (*, T)
+    weights = torch.exp(lse_i - lse.clamp_min(torch.finfo(lse.dtype).min))  # (n, *, T)
+    if mistake == "no_max":
+        weights = torch.exp(lse_i) / torch.exp(lse_i).sum(dim=0)
+    elif mistake == "nan_all_empty":
+        weights = torch.exp(lse_i - lse)
+    elif mistake == "average":
+        weights = torch.full_like(lse_i, 1.0 / len(outputs))
+    elif mistake == "unnormalised":
+        weights = torch.exp(lse_i - lse_i.amax(dim=0).clamp_min(torch.finfo(lse.dtype).min))
+    lse = {"lse_max": lse_i.amax(dim=0), "lse_sum": lse_i.sum(dim=0)}.get(mistake, lse)
+    return (weights[..., None] * o).sum(dim=0), lse  # (*, T, Dv), (*, T)
 
 
 def explain_merge_mismatch(got: object, outputs: list[Tensor], lses: list[Tensor], atol: float | None = None) -> str:
@@ -354,19 +401,14 @@ def explain_merge_mismatch(got: object, outputs: list[Tensor], lses: list[Tensor
         return (f"NaN in rows where every partial is empty (all lse_i = -inf): exp(-inf - -inf) = NaN; "
                 f"give them output 0 and lse -inf {where}")
     atol = _tolerance(outputs[0].dtype) if atol is None else atol
-    variants = {
-        "average": (o.mean(dim=0), true_lse),
-        "unnormalised": ((torch.exp(lse_i - lse_i.amax(dim=0).clamp_min(-1e308))[..., None] * o).sum(dim=0), true_lse),
-        "lse_max": (expected, lse_i.amax(dim=0)),
-        "lse_sum": (expected, lse_i.sum(dim=0)),
-    }
     out_ok = _close(out, expected, atol)
     lse_ok = _close(lse, true_lse, atol)
     if out_ok and lse_ok:
         return f"merge is right {where}"
-    for mistake, (wrong_out, wrong_lse) in variants.items():
+    for mistake, description in MERGE_MISTAKES.items():
+        wrong_out, wrong_lse = merge_with_mistake([x.double() for x in outputs], [x.double() for x in lses], mistake)
         if _close(out, wrong_out, atol) and _close(lse, wrong_lse, atol):
-            return f"Looks like {MERGE_MISTAKES[mistake]} {where}"
+            return f"Looks like {description} {where}"
     if out_ok:
         return f"the output is right but lse is not: it is log(sum_i exp(lse_i)) {where}"
     return f"the merged output differs by up to {(out.double() - expected).abs().max():.3g} {where}"

@@ -149,20 +149,19 @@ def _mask_block(
     Query ``i`` (row) sees key ``j`` (column) when ``j <= offset + i``, ``offset =
     S - T``: within the block that is ``tril`` with diagonal ``offset + rows.start -
     cols.start`` (this is :func:`attnlab.masks.causal_mask` cut into blocks,
-    without ever building the whole ``(T, S)`` mask).
+    without ever building the whole ``(T, S)`` mask). ``attn_mask`` must already
+    be expanded to ``(*, T, S)`` (a view: nothing is allocated).
 
     Shapes:
-        attn_mask: broadcastable to (*, T, S); returns: broadcastable to (*, bq, bk)
+        attn_mask: (*, T, S); returns: broadcastable to (*, bq, bk)
     """
-    bq, bk = rows.stop - rows.start, cols.stop - cols.start
     block = None
     if is_causal and cols.stop - 1 > offset + rows.start:  # some key is right of some query's diagonal
         diagonal = offset + rows.start - cols.start
-        block = torch.ones(bq, bk, dtype=torch.bool, device=device).tril(diagonal)  # (bq, bk)
+        ones = torch.ones(rows.stop - rows.start, cols.stop - cols.start, dtype=torch.bool, device=device)
+        block = ones.tril(diagonal)  # (bq, bk)
     if attn_mask is not None:
-        # A broadcast (size-1) query or key axis is kept whole.
-        part = attn_mask[..., rows if attn_mask.shape[-2] > 1 else slice(None), :]
-        part = part[..., cols if attn_mask.shape[-1] > 1 else slice(None)]  # (*, bq or 1, bk or 1)
+        part = attn_mask[..., rows, cols]  # (*, bq, bk), a view
         block = part if block is None else block & part
     return block
 
@@ -206,6 +205,8 @@ def tiled_attention(
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     work = accumulation_dtype(q.dtype)
     offset = S - T  # query i sits at position offset + i
+    if attn_mask is not None:
+        attn_mask = attn_mask.expand(*q.shape[:-1], S)  # (*, T, S), a view: nothing is allocated
     outputs, lses = [], []
     for q_start in range(0, T, block_q):
         rows = slice(q_start, min(q_start + block_q, T))
@@ -316,6 +317,8 @@ def split_k_attention(
     _check_inputs(q, k, v, attn_mask, is_causal)
     split_size = _check_positive_int("split_size", split_size)
     T, S = q.shape[-2], k.shape[-2]
+    if attn_mask is not None:
+        attn_mask = attn_mask.expand(*q.shape[:-1], S)  # (*, T, S), a view: nothing is allocated
     outputs, lses = [], []
     for start in range(0, S, split_size):
         cols = slice(start, min(start + split_size, S))

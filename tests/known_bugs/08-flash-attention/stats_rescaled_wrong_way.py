@@ -11,11 +11,11 @@ def online_softmax_stats(blocks):
     m = l = None
     for block in blocks:
         block = block.to(torch.promote_types(block.dtype, torch.float32))
-        if m is None:
-            m = torch.full_like(block[..., :1], float("-inf"))  # (*, 1)
-            l = torch.zeros_like(m)
+        if m is None:  # start from the first block
+            m = block.amax(dim=-1, keepdim=True)
+            l = torch.exp(block - m).sum(dim=-1, keepdim=True)
+            continue
         m_new = torch.maximum(m, block.amax(dim=-1, keepdim=True))  # (*, 1)
-        shift = m_new.clamp_min(torch.finfo(m.dtype).min)  # -inf (nothing seen yet) -> finite: no -inf - -inf
-        l = l * torch.exp(m_new - m).nan_to_num(nan=1.0) + torch.exp(block - shift).sum(dim=-1, keepdim=True)
+        l = l * torch.exp(m_new - m) + torch.exp(block - m_new).sum(dim=-1, keepdim=True)
         m = m_new
     return m, l
