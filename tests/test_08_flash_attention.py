@@ -338,3 +338,17 @@ def test_shapes_that_do_not_fit_raise():
         online_softmax_stats([torch.zeros(2, 3), torch.zeros(3, 3)])
     with pytest.raises(ValueError, match="floating-point"):
         online_softmax(torch.arange(4))
+
+
+def test_peak_allocated_bytes_sees_temporaries_and_refuses_unknown_devices():
+    def make_and_drop():
+        big = torch.ones(1000, 1000)  # 4 MB, freed before the function returns
+        return big.sum()
+
+    total, peak = peak_allocated_bytes(make_and_drop)
+    assert total.item() == 1e6
+    assert 4_000_000 <= peak < 5_000_000, peak
+    _, small = peak_allocated_bytes(lambda: torch.ones(10))
+    assert 40 <= small < 4096, small
+    with pytest.raises(ValueError, match="meta"):
+        peak_allocated_bytes(lambda: None, device="meta")
