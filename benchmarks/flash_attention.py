@@ -11,7 +11,9 @@ Prints two tables (and writes their numbers as JSON with ``--json PATH``):
    (``attnlab.split_k_attention``, flash-decoding's chunks merged by log-sum-exp)
    and ``sdpa``.
 
-Time: medians of a few repetitions (four times as many for the short decode calls), the three timed back to back in each
+Time: the median and the fastest of at least ``--reps`` repetitions (more for short
+calls, up to 60, until each version has run for about half a second; on a shared
+machine the fastest run is the one least disturbed by others), the three timed back to back in each
 repetition (the order rotates), under ``torch.inference_mode``; ratios are
 against ``sdpa`` measured in the same run. Memory: the peak allocated during one
 call, above what was allocated before it (``attnlab.memory.peak_allocated_bytes``:
@@ -27,6 +29,7 @@ the repository root::
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -47,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short run (~15 s): fewer, shorter lengths")
     parser.add_argument("--lengths", type=int, nargs="+", help="prefill lengths T = S (default 256 ... 4096)")
     parser.add_argument("--contexts", type=int, nargs="+", help="decode context lengths S (default 1024 ... 65536)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per size (default 5, quick 3)")
+    parser.add_argument("--reps", type=int, help="least timed repetitions per size (default 5, quick 3)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-dim", type=int, default=64)
@@ -85,17 +88,28 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(runs: dict, device: torch.device, reps: int) -> dict:
-    """Median seconds and peak bytes of each run; the runs are timed back to back, order rotating."""
+def measure(runs: dict, device: torch.device, reps: int, min_seconds: float = 0.5, max_reps: int = 60) -> dict:
+    """Median seconds and peak bytes of each run; the runs are timed back to back, order rotating.
+
+    Short calls get more repetitions (up to ``max_reps``, until each run has had about
+    ``min_seconds``), so that a load spike on a shared machine cannot move the median.
+    """
     names = list(runs)
     for fn in runs.values():  # warm up every shape once
         fn()
+    slowest = max(timed(fn, device) for fn in runs.values())
+    reps = max(reps, min(max_reps, math.ceil(min_seconds / max(slowest, 1e-6))))
     times = {name: [] for name in names}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[: rep % len(names)]:
             times[name].append(timed(runs[name], device))
     peaks = {name: peak_allocated_bytes(fn, device)[1] for name, fn in runs.items()}
-    return {"seconds": {n: statistics.median(t) for n, t in times.items()}, "peak_bytes": peaks}
+    return {
+        "seconds": {n: statistics.median(t) for n, t in times.items()},
+        "best_seconds": {n: min(t) for n, t in times.items()},
+        "peak_bytes": peaks,
+        "reps": reps,
+    }
 
 
 def prefill(args, device, dtype) -> list[dict]:
@@ -127,17 +141,18 @@ def decode(args, device, dtype) -> list[dict]:
             "split_k": lambda: split_k_attention(q, k, v, split_size=args.split)[0],
             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v),
         }
-        row = {"context": context, **measure(runs, device, 4 * args.reps)}  # short calls: more repetitions
+        row = {"context": context, **measure(runs, device, args.reps)}
         rows.append(row)
         print_row("decode S", context, row)
     return rows
 
 
 def print_row(label: str, size: int, row: dict) -> None:
-    seconds, peaks = row["seconds"], row["peak_bytes"]
-    base = seconds["sdpa"]
+    seconds, best, peaks = row["seconds"], row["best_seconds"], row["peak_bytes"]
     cells = "  ".join(
-        f"{name} {1e3 * t:9.2f} ms ({t / base:6.1f}x sdpa) {peaks[name] / 2**20:8.2f} MiB" for name, t in seconds.items()
+        f"{name} {1e3 * t:9.2f} ms (best {1e3 * best[name]:9.2f}, {best[name] / best['sdpa']:5.1f}x sdpa) "
+        f"{peaks[name] / 2**20:8.2f} MiB"
+        for name, t in seconds.items()
     )
     print(f"{label}={size:>6}:  {cells}", flush=True)
 

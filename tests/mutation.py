@@ -301,7 +301,7 @@ class MutantTimeout(BaseException):
     """Raised inside a worker when a mutant runs past its time limit (a BaseException: tests cannot catch it)."""
 
 
-def _worker(connection, repo: str):
+def _worker(connection):
     """Run jobs from ``connection``: each is a list of cells to exec in a fresh namespace."""
     import contextlib
     import io
@@ -312,7 +312,6 @@ def _worker(connection, repo: str):
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    os.chdir(repo)
 
     def on_alarm(signum, frame):
         raise MutantTimeout()
@@ -325,7 +324,8 @@ def _worker(connection, repo: str):
             job = connection.recv()
         except EOFError:
             return
-        cells, time_limit, stop_at_first = job
+        cells, time_limit, stop_at_first, cwd = job
+        os.chdir(cwd)  # like nbgrader: the notebook's own folder
         torch.manual_seed(0)
         random.seed(0)
         namespace = {"__name__": "__main__", "display": print}
@@ -366,16 +366,17 @@ class Worker:
 
     def start(self):
         self.connection, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker, args=(child, str(REPO)), daemon=True)
+        self.process = self.context.Process(target=_worker, args=(child,), daemon=True)
         self.process.start()
         child.close()
 
-    def run(self, cells, time_limit: float, stop_at_first: bool = True) -> dict:
+    def run(self, cells, time_limit: float, stop_at_first: bool = True, cwd: Path = REPO) -> dict:
+        job = (cells, time_limit, stop_at_first, str(cwd))
         try:
-            self.connection.send((cells, time_limit, stop_at_first))
+            self.connection.send(job)
         except (BrokenPipeError, OSError):
             self.restart()
-            self.connection.send((cells, time_limit, stop_at_first))
+            self.connection.send(job)
         grace = time_limit + self.grace_seconds  # the worker's own alarm comes first; this catches a hang in C code
         if self.connection.poll(grace):
             try:
@@ -496,10 +497,10 @@ def run_assignment(assignment: str, workers: list[Worker], solutions: Path = SOL
         orders = {}
         for cell in {m.cell for m in mutants}:
             order = run_order(cells, cell)
-            baseline = workers[0].run(_job(order), time_limit=600)
+            baseline = workers[0].run(_job(order), time_limit=600, cwd=notebook.parent)
             if baseline["status"] != "survived":  # the reordered reference must pass, or keep notebook order
                 order = cells
-                baseline = workers[0].run(_job(order), time_limit=600)
+                baseline = workers[0].run(_job(order), time_limit=600, cwd=notebook.parent)
                 if baseline["status"] != "survived":
                     raise RuntimeError(f"{notebook}: the reference solution fails {baseline['killed_by']}: "
                                        f"{baseline['error']}")
@@ -510,14 +511,14 @@ def run_assignment(assignment: str, workers: list[Worker], solutions: Path = SOL
             f"{result.baseline_seconds:.1f} s, limit {limit:.0f} s per mutant, {len(workers)} worker(s)")
         pending = [m for m in mutants if m.id not in equivalents]
         result.outcomes += [Outcome(m, "equivalent", error=equivalents[m.id]) for m in mutants if m.id in equivalents]
-        done = _run_many(pending, orders, workers, limit, log)
+        done = _run_many(pending, orders, workers, limit, log, notebook.parent)
         result.outcomes += done
     result.stale_equivalents = sorted(set(equivalents) - generated)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _run_many(mutants: list[Mutant], orders, workers: list[Worker], limit: float, log) -> list[Outcome]:
+def _run_many(mutants: list[Mutant], orders, workers: list[Worker], limit: float, log, cwd: Path) -> list[Outcome]:
     """Run the mutants on the workers, one thread per worker."""
     from concurrent.futures import ThreadPoolExecutor
     from queue import Queue
@@ -530,7 +531,7 @@ def _run_many(mutants: list[Mutant], orders, workers: list[Worker], limit: float
     def one(mutant: Mutant) -> Outcome:
         worker = queue.get()
         try:
-            raw = worker.run(_job(orders[mutant.cell], {mutant.cell: mutant.source}), limit)
+            raw = worker.run(_job(orders[mutant.cell], {mutant.cell: mutant.source}), limit, cwd=cwd)
         finally:
             queue.put(worker)
         outcome = Outcome(mutant, raw["status"], raw["killed_by"], raw["error"], raw["seconds"])
@@ -604,7 +605,8 @@ def check_known_bugs(assignment: str, worker: Worker) -> list[str]:
         cells = load_cells(notebook)
         caught = set()
         for bug in known_bugs(assignment):
-            raw = worker.run(_job(cells, {k: v + "\n" for k, v in bug.cells.items()}), 600, stop_at_first=False)
+            raw = worker.run(_job(cells, {k: v + "\n" for k, v in bug.cells.items()}), 600, stop_at_first=False,
+                             cwd=notebook.parent)
             errors = "\n".join(raw["failed"].values())
             missing = [phrase for phrase in bug.feedback if phrase not in errors]
             caught |= set(raw["failed"])
