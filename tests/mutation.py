@@ -381,7 +381,7 @@ class Worker:
         if self.connection.poll(grace):
             try:
                 return self.connection.recv()
-            except EOFError:  # the worker died while running the mutant
+            except (EOFError, OSError):  # the worker died while running the mutant
                 self.restart()
                 return {"status": "crashed", "killed_by": None, "error": "the worker process died", "seconds": 0.0,
                     "failed": {}}
