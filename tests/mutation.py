@@ -9,7 +9,9 @@ by its opposite (``amax``/``amin``, ``tril``/``triu``, ...), a method call
 replaced by its receiver, an operand dropped, a condition negated, a statement
 dropped. The notebook is then run with each mutant in place of the reference —
 its plain cells, the solution cells and every graded test cell (visible and
-hidden tests) — and a mutant is *killed* when some graded cell fails.
+hidden tests), then the grader's own authoritative checks (``solutions/<assignment>/
+grading.py``, the parts that decide points in ``scripts/grade``) — and a mutant is
+*killed* when some graded cell or some authoritative part fails.
 
 Speed: the cells are ``exec``-ed in long-lived worker processes (``torch`` is
 imported once per worker, not once per mutant), the graded cells that use the
@@ -324,7 +326,7 @@ def _worker(connection):
             job = connection.recv()
         except EOFError:
             return
-        cells, time_limit, stop_at_first, cwd = job
+        cells, time_limit, stop_at_first, cwd, authority = job
         os.chdir(cwd)  # like nbgrader: the notebook's own folder
         torch.manual_seed(0)
         random.seed(0)
@@ -347,12 +349,46 @@ def _worker(connection):
                                 result.update(status="killed", killed_by=name, error=message[-300:])
                             if stop_at_first:
                                 break
+            if authority is not None and (result["killed_by"] is None or not stop_at_first):
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    for grade_id, message in _authoritative_failures(authority, cells, namespace).items():
+                        result["failed"].setdefault(f"authority:{grade_id}", message)
+                        if result["killed_by"] is None:
+                            result.update(status="killed", killed_by=f"authority:{grade_id}", error=message[-300:])
         except MutantTimeout:
             result.update(status="timeout", error=f"ran past {time_limit:.0f} s")
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         result["seconds"] = time.perf_counter() - start
         connection.send(result)
+
+
+_AUTHORITIES = {}
+
+
+def _authoritative_failures(authority, cells, namespace):
+    """The grader's own checks (solutions/<assignment>/grading.py) on the mutant: {grade_id: message}.
+
+    The same parts, drivers and comparisons as ``scripts/grade``, run in this process (no sandbox:
+    the mutants are ours). ``authority`` is (notebook path, seed).
+    """
+    import nbformat
+
+    from attnlab_grader.authority import Authority
+    from attnlab_grader.runner import run_probe
+
+    if authority not in _AUTHORITIES:
+        _AUTHORITIES[authority] = Authority.load(Path(authority[0]), authority[1])
+    checks = _AUTHORITIES[authority]
+    if checks is None:
+        return {}
+    reports = {probe["id"]: run_probe(namespace, probe) for probe in checks.probes}
+    notebook = nbformat.v4.new_notebook()
+    for name, kind, source in cells:
+        cell = nbformat.v4.new_code_cell(source)  # instructor cells keep metadata, as in a rebuilt submission
+        cell.metadata["nbgrader"] = {"solution": kind == "solution", "grade": kind == "test", "grade_id": name}
+        notebook.cells.append(cell)
+    return {g: v.message for g, v in checks.judge(reports, notebook).items() if not v.passed}
 
 
 class Worker:
@@ -370,8 +406,9 @@ class Worker:
         self.process.start()
         child.close()
 
-    def run(self, cells, time_limit: float, stop_at_first: bool = True, cwd: Path = REPO) -> dict:
-        job = (cells, time_limit, stop_at_first, str(cwd))
+    def run(self, cells, time_limit: float, stop_at_first: bool = True, cwd: Path = REPO, authority=None) -> dict:
+        """Run one job; ``authority`` = (notebook path, seed) also runs the grader's own checks."""
+        job = (cells, time_limit, stop_at_first, str(cwd), authority)
         try:
             self.connection.send(job)
         except (BrokenPipeError, OSError):
@@ -493,14 +530,15 @@ def run_assignment(assignment: str, workers: list[Worker], solutions: Path = SOL
     for notebook in sorted((solutions / assignment).glob("*.ipynb")):
         cells = load_cells(notebook)
         mutants = make_mutants(notebook, cells)
+        authority = (str(notebook), 20261127) if notebook.with_name("grading.py").exists() else None
         generated |= {m.id for m in mutants}
         orders = {}
         for cell in {m.cell for m in mutants}:
             order = run_order(cells, cell)
-            baseline = workers[0].run(_job(order), time_limit=600, cwd=notebook.parent)
+            baseline = workers[0].run(_job(order), time_limit=600, cwd=notebook.parent, authority=authority)
             if baseline["status"] != "survived":  # the reordered reference must pass, or keep notebook order
                 order = cells
-                baseline = workers[0].run(_job(order), time_limit=600, cwd=notebook.parent)
+                baseline = workers[0].run(_job(order), time_limit=600, cwd=notebook.parent, authority=authority)
                 if baseline["status"] != "survived":
                     raise RuntimeError(f"{notebook}: the reference solution fails {baseline['killed_by']}: "
                                        f"{baseline['error']}")
@@ -511,14 +549,15 @@ def run_assignment(assignment: str, workers: list[Worker], solutions: Path = SOL
             f"{result.baseline_seconds:.1f} s, limit {limit:.0f} s per mutant, {len(workers)} worker(s)")
         pending = [m for m in mutants if m.id not in equivalents]
         result.outcomes += [Outcome(m, "equivalent", error=equivalents[m.id]) for m in mutants if m.id in equivalents]
-        done = _run_many(pending, orders, workers, limit, log, notebook.parent)
+        done = _run_many(pending, orders, workers, limit, log, notebook.parent, authority)
         result.outcomes += done
     result.stale_equivalents = sorted(set(equivalents) - generated)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _run_many(mutants: list[Mutant], orders, workers: list[Worker], limit: float, log, cwd: Path) -> list[Outcome]:
+def _run_many(mutants: list[Mutant], orders, workers: list[Worker], limit: float, log, cwd: Path,
+              authority=None) -> list[Outcome]:
     """Run the mutants on the workers, one thread per worker."""
     from concurrent.futures import ThreadPoolExecutor
     from queue import Queue
@@ -531,7 +570,8 @@ def _run_many(mutants: list[Mutant], orders, workers: list[Worker], limit: float
     def one(mutant: Mutant) -> Outcome:
         worker = queue.get()
         try:
-            raw = worker.run(_job(orders[mutant.cell], {mutant.cell: mutant.source}), limit, cwd=cwd)
+            raw = worker.run(_job(orders[mutant.cell], {mutant.cell: mutant.source}), limit, cwd=cwd,
+                             authority=authority)
         finally:
             queue.put(worker)
         outcome = Outcome(mutant, raw["status"], raw["killed_by"], raw["error"], raw["seconds"])
