@@ -348,9 +348,8 @@ def test_no_feedback_quotes_hidden_tests_or_the_solution(hostile_class):
             while begin in text:
                 block, text = text.split(begin, 1)[1].split(end, 1)
                 lines.update(line.strip() for line in block.splitlines() if len(line.strip()) >= 20)
-    public = {line.strip() for cell in read_notebook(EXERCISES / ASSIGNMENT / NOTEBOOK).cells
-              for line in cell.source.splitlines()}
-    hidden -= public  # a hidden line that the released notebook shows too is no secret
+    public = "\n".join(cell.source for cell in read_notebook(EXERCISES / ASSIGNMENT / NOTEBOOK).cells)
+    hidden = {line for line in hidden if line not in public}  # what the released notebook shows is no secret
     assert hidden and solution
     for page in (course / "feedback").rglob("*.html"):
         html = page.read_text()
