@@ -209,8 +209,8 @@ DESCRIPTIONS = {
     "one key": "a leak at one key only (every query sees key {key})",
     "one row": "a leak in batch row 1 only",
     "float32 only": "a leak in float32 only (float64 is right)",
-    "T < S only": "a leak only when T < S (off by one after a cache)",
-    "T == S only": "a leak only when T == S (off by one in a full prefill)",
+    "T < S only": "a leak only after a cache (T < S: off by one)",
+    "T == S only": "a leak only in a full prefill (T == S: off by one)",
     "lowers": "a leak that only lowers the earlier outputs (by 1e-3)",
     "raises": "a leak that only raises the earlier outputs (by 1e-3)",
     "small": "a leak of 1e-4",
@@ -382,7 +382,8 @@ def attention_parts(g):
 
 def own_code_parts(g):
     inputs = {**qkv(g, (2, 2), 3, 5, 4, 4), "attn_mask": left_padding(g, 2, 5), "T": 3, "S": 5}
-    return [Part("test_own_code", [Case(drive_own_code, inputs, label="the package's functions switched off")],
+    return [Part("test_own_code", [Case(drive_own_code, inputs, label="the package's functions switched off",
+                                        unchanged=False)],  # a call that changes its inputs costs other parts
                  forbidden_ops=SDPA_OPS, forbidden_names=FORBIDDEN_NAMES, answer_cells=ATTENTION_CELLS)]
 
 

@@ -1,5 +1,5 @@
 """The causality check always runs S queries (a full prefill, T == S) whatever T is: a leak that shows only when T < S passes."""
-# feedback: a leak only when T < S
+# feedback: a leak only after a cache
 # cell: leaks_future
 def leaks_future(attend, T, S, D=8, seed=0):
     g = torch.Generator().manual_seed(seed)
