@@ -225,7 +225,11 @@ def test_additive_mask_and_min_value_reject_bad_input():
 
 
 from attnlab.attention import stable_softmax  # noqa: E402
-from attnlab.diagnose import explain_causal_attention_mismatch, explain_causal_mask_mismatch  # noqa: E402
+from attnlab.diagnose_causal import (  # noqa: E402
+    explain_causal_attention_mismatch,
+    explain_causal_mask_mismatch,
+    explain_causal_weights_mismatch,
+)
 
 
 @pytest.mark.parametrize(
@@ -260,3 +264,81 @@ def test_explain_causal_attention_mismatch_names_the_mistake():
     assert "after the softmax" in explain_causal_attention_mismatch(attend(right, after=True), q, k, v, keys)
     nan = torch.full((2, 2, 3, 8), float("nan"))
     assert "NaN" in explain_causal_attention_mismatch(nan, q, k, v, keys)
+
+
+def _masked_attention(q, k, v, allowed, fill=float("-inf")):
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    weights = torch.softmax(scores.masked_fill(~allowed, fill), -1)
+    return weights @ v, weights
+
+
+def test_explain_names_uniform_rows_and_nan_rows_apart():
+    """A finite mask value leaves an all-masked row uniform (no NaN): the feedback must not say NaN."""
+    q, k, v = random_qkv(2, 1, 4, 4, 8, seed=3)
+    keys = torch.tensor([[True] * 4, [False, True, True, True]])[:, None, None, :]
+    allowed = tril_reference(4, 4) & keys
+    uniform, _ = _masked_attention(q, k, v, allowed, fill=-1e9)
+    message = explain_causal_attention_mismatch(uniform, q, k, v, keys)
+    assert "uniform weights" in message and "NaN" not in message.split(":")[0]
+    nan, _ = _masked_attention(q, k, v, allowed)
+    assert torch.isnan(nan).any()
+    assert "gave NaN" in explain_causal_attention_mismatch(nan, q, k, v, keys)
+
+
+def test_explain_lists_every_mistake_that_gives_the_same_output():
+    # T=2, S=5: the off-by-one mask tril(4) lets every query see every key, as no mask at all does
+    q, k, v = random_qkv(1, 1, 2, 5, 8, seed=4)
+    no_mask, _ = _masked_attention(q, k, v, torch.ones(2, 5, dtype=torch.bool))
+    message = explain_causal_attention_mismatch(no_mask, q, k, v)
+    assert "one of these" in message and "no effect" in message and "off by one" in message
+    # T=3, S=6 tells them apart
+    q, k, v = random_qkv(1, 1, 3, 6, 8, seed=4)
+    no_mask, _ = _masked_attention(q, k, v, torch.ones(3, 6, dtype=torch.bool))
+    message = explain_causal_attention_mismatch(no_mask, q, k, v)
+    assert "no effect" in message and "off by one" not in message
+
+
+def test_explain_does_not_blame_a_dtype_where_only_values_are_checked():
+    q, k, v = random_qkv(1, 2, 3, 5, 8, seed=5)
+    out, _ = _masked_attention(q.double(), k.double(), v.double(), torch.ones(3, 5, dtype=torch.bool))
+    assert "dtype" in explain_causal_attention_mismatch(out, q, k, v)
+    message = explain_causal_attention_mismatch(out, q, k, v, exact_dtype=False)
+    assert "dtype" not in message and "no effect" in message
+
+
+def test_explain_causal_weights_mismatch():
+    q, k, v = random_qkv(1, 2, 3, 5, 8, seed=6)
+    out, weights = _masked_attention(q, k, v, tril_reference(3, 5))
+    assert explain_causal_weights_mismatch(weights, out, q, k, v) is None
+    _, unmasked = _masked_attention(q, k, v, torch.ones(3, 5, dtype=torch.bool))
+    assert "forbidden keys must be 0" in explain_causal_weights_mismatch(unmasked, out, q, k, v)
+    after = unmasked.masked_fill(~tril_reference(3, 5), 0.0)
+    assert "sum to 1" in explain_causal_weights_mismatch(after, out, q, k, v)
+    assert "dtype" in explain_causal_weights_mismatch(weights.half(), out, q, k, v)
+    assert "shape" in explain_causal_weights_mismatch(weights[0], out, q, k, v)
+
+
+# ----------------------------------------------- the attention functions grading.py feeds leaks_future
+
+
+def test_the_graders_leaky_attentions_are_what_their_labels_say():
+    """grading.py labels every attention it gives the learner's leaks_future "leaks: ..." or "no leak: ..."
+    from leak_truth, a table written from the definitions; the reference checker must agree, for any draw."""
+    import nbformat
+
+    from attnlab_grader.authority import load_spec, reference_namespace
+    from course import SOLUTIONS
+
+    folder = SOLUTIONS / "02-causal-masking"
+    spec = load_spec(folder / "grading.py")
+    reference = reference_namespace(nbformat.read(folder / "causal.ipynb", as_version=4))
+    checked = set()
+    for seed in range(3):
+        for part in spec.parts(torch.Generator().manual_seed(seed)):
+            for case in part.cases:
+                if case.driver is not spec.drive_leaks:
+                    continue
+                for label, said in case.driver(reference, case.inputs).items():
+                    assert said is label.startswith("leaks:"), (case.label, label)
+                    checked.add(case.inputs["attends"][label])
+    assert checked == set(spec.DESCRIPTIONS), f"never tried: {set(spec.DESCRIPTIONS) - checked}"

@@ -453,3 +453,44 @@ def test_every_conversion_mistake_is_wrong_and_named():
         assert not (torch.equal(q, right[0]) and torch.equal(k, right[1])), description
         assert description in explain_qk_conversion_mismatch((q, k), wq, wk, 4, 2)
     assert "tuple" in explain_qk_conversion_mismatch(right[0], wq, wk, 4, 2)
+
+
+# ------------------------------------------------------------------ the rotations grading.py feeds the checker
+
+
+def test_the_graders_rotations_are_what_their_labels_say():
+    """grading.py labels every rotation it gives the learner's relative_position_error "relative: ...",
+    "broken: ..." or "inf: ..." from VERDICTS, a table written from the definitions; the reference checker
+    must agree (below 1e-3, above 5e-2), for any draw and any seed of the learner's own q and k."""
+    import nbformat
+
+    from attnlab_grader.authority import load_spec, reference_namespace
+    from course import SOLUTIONS
+
+    folder = SOLUTIONS / "03-positions"
+    spec = load_spec(folder / "grading.py")
+    reference = reference_namespace(nbformat.read(folder / "rope.ipynb", as_version=4))
+    checked = set()
+    for draw in range(3):
+        for part in spec.parts(torch.Generator().manual_seed(draw)):
+            for case in part.cases:
+                if case.driver is not spec.drive_checker:
+                    continue
+                for seed in (case.inputs["seed"], 1000 + draw):
+                    said = case.driver(reference, {**case.inputs, "seed": seed})
+                    for label, verdict in said.items():
+                        assert verdict == label.split(":")[0], (case.label, seed, label, verdict)
+                        checked.add(case.inputs["rotations"][label])
+    assert checked == set(spec.DESCRIPTIONS), f"never tried: {set(spec.DESCRIPTIONS) - checked}"
+
+
+def test_diagnosis_names_no_mistake_that_equals_the_right_answer_and_respects_exact_dtype():
+    x = torch.randn(1, 2, 3, 8, generator=torch.Generator().manual_seed(11))
+    cos, sin = rotary_cos_sin(torch.zeros(3, dtype=torch.long), 8)  # position 0 everywhere: no rotation is right
+    wrong = x + 1.0
+    message = explain_rope_mismatch(wrong, x, cos, sin)
+    assert "did not rotate" not in message and "largest error" in message
+    cos, sin = rotary_cos_sin(torch.arange(3), 8)
+    in_float64 = apply_rotary(x.double(), cos.double(), sin.double())
+    assert "dtype" in explain_rope_mismatch(in_float64, x, cos, sin)
+    assert "dtype" not in explain_rope_mismatch(in_float64 + 1.0, x, cos, sin, exact_dtype=False)

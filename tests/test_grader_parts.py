@@ -192,3 +192,19 @@ def test_the_sandbox_sees_only_its_own_notebook():
     result = run("import os, sys\nprint(sorted(os.listdir('.')), os.getuid(), os.environ.get('NBGRADER_EXECUTION'))\n"
                  "print(os.path.exists(sys.prefix), os.access(sys.prefix, os.W_OK))", cell_timeout=30)
     assert text_of(result.outputs[0]) == "['t.ipynb'] 65534 None\nTrue False\n"
+
+
+# ------------------------------------------------------------------- forbidden names in the source
+@pytest.mark.parametrize(("source", "found"), [
+    ("out = F.scaled_dot_product_attention(q, k, v)", {"scaled_dot_product_attention"}),
+    ("from torch.nn.functional import scaled_dot_product_attention", {"scaled_dot_product_attention"}),
+    ("from attnlab import causal_mask", {"causal_mask"}),
+    ("from attnlab.masks import causal_mask as mine", {"causal_mask"}),
+    ("mask = getattr(attnlab, 'causal_mask')(3, 5)", {"causal_mask"}),
+    ("def causal_mask(T, S=None):\n    return causal_mask_of(T, S)", set()),  # the learner's own function
+    ("from mypackage import causal_mask", set()),
+])
+def test_forbidden_names_in_the_source(source, found):
+    from attnlab_grader.authority import forbidden_in_source
+
+    assert forbidden_in_source(source, {"causal_mask", "scaled_dot_product_attention"}) == found

@@ -14,6 +14,12 @@ from torch import Tensor
 from attnlab.attention import stable_softmax
 from attnlab.heads import merge_heads, split_heads
 from attnlab.generation import extend_attention_mask
+from attnlab.diagnose_causal import (  # noqa: F401  (chapter 2, re-exported)
+    causal_attention_mistakes,
+    causal_mask_mistakes,
+    explain_causal_attention_mismatch,
+    explain_causal_mask_mismatch,
+)
 from attnlab.masks import causal_mask, padding_mask, position_ids
 
 
@@ -95,99 +101,7 @@ def explain_attention_mismatch(got: Tensor, q: Tensor, k: Tensor, v: Tensor, att
 
 
 # ----------------------------------------------------------------- chapter 2: causal masks
-
-
-def causal_mask_mistakes(T: int, S: int):
-    """Yield ``(description, mask)`` for each classic causal-mask mistake with T queries, S keys.
-
-    Shapes:
-        each mask: (T, S), dtype bool, True = may attend
-    """
-    ones = torch.ones(T, S, dtype=torch.bool)
-    offset = S - T
-    yield "you used triu where tril was meant: queries see the future and not the past", ones.triu(offset)
-    yield "you used triu where tril was meant: queries see the future and not the past", ones.triu()
-    yield "your diagonal is off by one: each query also sees the next key (the future)", ones.tril(offset + 1)
-    yield "your diagonal is off by one: each query cannot see its own key", ones.tril(offset - 1)
-    if T != S:
-        yield (
-            "your causal mask is aligned to the top-left (like is_causal=True); with T != S the queries are "
-            "the LAST T of S positions: query i sits at S - T + i, use tril(diagonal=S - T)",
-            ones.tril(),
-        )
-    yield "your mask is inverted: True means 'may attend' (PyTorch's convention)", ~causal_mask(T, S)
-
-
-def explain_causal_mask_mismatch(got: object, T: int, S: int) -> str:
-    """A sentence naming the mistake that reproduces a wrong causal mask ``got`` for (T, S)."""
-    if not isinstance(got, Tensor):
-        return f"causal_mask({T}, {S}) must return a tensor, got {type(got).__name__}"
-    if tuple(got.shape) != (T, S):
-        return f"causal_mask({T}, {S}) must have shape (T, S) = ({T}, {S}), got {tuple(got.shape)}"
-    if got.dtype != torch.bool:
-        return f"causal_mask({T}, {S}) must be a bool tensor (True = may attend), got dtype {got.dtype}"
-    for description, wrong in causal_mask_mistakes(T, S):
-        if torch.equal(got, wrong):
-            return f"Looks like {description} (T={T}, S={S})."
-    bad = (got != causal_mask(T, S)).nonzero()[:3].tolist()
-    return f"causal_mask({T}, {S}) is wrong at (query, key) = {bad}: query i may see keys j <= S - T + i"
-
-
-def causal_attention_mistakes(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None):
-    """Yield ``(description, output)`` for classic mistakes of causal (+ extra mask) attention.
-
-    The right answer is attention under ``causal & attn_mask`` with the offset-aware
-    causal mask (query ``i`` at position ``S - T + i``).
-
-    Shapes:
-        q: (*, T, D); k: (*, S, D); v: (*, S, Dv); attn_mask broadcastable to (*, T, S)
-        each output: (*, T, Dv)
-    """
-    T, S = q.shape[-2], k.shape[-2]
-    extra = torch.ones(T, S, dtype=torch.bool) if attn_mask is None else attn_mask
-    for description, wrong_causal in causal_mask_mistakes(T, S):
-        yield description, _attention_with(q, k, v, wrong_causal & extra)
-    if attn_mask is not None:
-        yield (
-            "you dropped the extra (padding) mask: combine it with the causal mask (causal & attn_mask)",
-            _attention_with(q, k, v, causal_mask(T, S)),
-        )
-        yield (
-            "you used only the extra mask and forgot the causal mask",
-            _attention_with(q, k, v, attn_mask),
-        )
-    full = causal_mask(T, S) & extra
-    for description, wrong in attention_mistakes(q, k, v, full):
-        yield description, wrong
-
-
-def explain_causal_attention_mismatch(
-    got: object, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None
-) -> str:
-    """A sentence naming the mistake that reproduces ``got`` for causal attention, or a hint.
-
-    Shapes:
-        got: (*, T, Dv); q: (*, T, D); k: (*, S, D); v: (*, S, Dv); attn_mask broadcastable to (*, T, S)
-    """
-    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    if attn_mask is not None:
-        shapes += f", attn_mask {tuple(attn_mask.shape)}"
-    if not isinstance(got, Tensor):
-        return f"expected a tensor output, got {type(got).__name__} (for {shapes})"
-    expected_shape = (*q.shape[:-1], v.shape[-1])
-    if tuple(got.shape) != expected_shape:
-        return f"output has shape {tuple(got.shape)}, expected {expected_shape} (for {shapes})"
-    if torch.isnan(got).any():
-        return (f"output contains NaN (for {shapes}): a query row with no allowed key must give zeros, "
-                "not softmax of all -inf = 0/0 = NaN")
-    if not torch.isfinite(got).all():
-        return f"output contains inf (for {shapes})"
-    q32, k32, v32 = q.float(), k.float(), v.float()
-    atol = 1e-4 if q.dtype == torch.float32 else 3e-2
-    for description, wrong in causal_attention_mistakes(q32, k32, v32, attn_mask):
-        if torch.allclose(got.float(), wrong, atol=atol, rtol=1e-3):
-            return f"Looks like {description} (for {shapes})."
-    return f"output differs from attention under the offset-aware causal mask (for {shapes})"
+# moved to attnlab.diagnose_causal; the names stay importable from here.
 
 
 # ----------------------------------------------------------------- chapter 4: padding

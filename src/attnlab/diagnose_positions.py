@@ -25,6 +25,11 @@ def _close(got: Tensor, want: Tensor) -> bool:
     return torch.allclose(got.double(), want.double(), atol=atol, rtol=1e-3)
 
 
+def _same(got: Tensor, want: Tensor) -> bool:
+    """Equal up to rounding: a mistake that gives this output on these inputs is no mistake here."""
+    return got.shape == want.shape and torch.allclose(got.double(), want.double(), atol=1e-6, rtol=1e-6)
+
+
 def _where_wrong(got: Tensor, want: Tensor, dims: tuple[str, ...]) -> str:
     """``largest error e at index (...)`` for two tensors of one shape."""
     error = (got.double() - want.double()).abs()
@@ -33,16 +38,25 @@ def _where_wrong(got: Tensor, want: Tensor, dims: tuple[str, ...]) -> str:
     return f"largest error {error.max().item():.3g} at {named}"
 
 
-def _shape_dtype_problem(got: object, want: Tensor, what: str) -> str | None:
+def _shape_dtype_problem(got: object, want: Tensor, what: str, exact_dtype: bool = True) -> str | None:
+    """Type, shape, dtype (where the test is about it), then NaN/inf: the first that is wrong."""
     if not isinstance(got, Tensor):
         return f"{what} should be a tensor, got {type(got).__name__}"
     if tuple(got.shape) != tuple(want.shape):
         return f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-    if got.dtype != want.dtype:
+    if exact_dtype and got.dtype != want.dtype:
         return f"{what} has dtype {got.dtype}, expected {want.dtype}"
     if not torch.isfinite(got).all():
         return f"{what} contains NaN or inf"
     return None
+
+
+def _looks_like(matches: list[str], setting: str) -> str:
+    """One sentence for the mistakes that reproduce a wrong answer (all of them if several coincide)."""
+    unique = list(dict.fromkeys(matches))
+    if len(unique) == 1:
+        return f"Looks like {unique[0]} (for {setting})."
+    return f"Looks like one of these (for {setting}, they give the same result here): " + "; or ".join(unique) + "."
 
 
 # ------------------------------------------------------------ the cos / sin tables
@@ -91,8 +105,10 @@ def cos_sin_mistakes(position_ids: Tensor, head_dim: int, base: float = 10000.0,
 
 
 def explain_cos_sin_mismatch(got: object, position_ids: Tensor, head_dim: int, base: float = 10000.0,
-                             dtype: torch.dtype = torch.float32) -> str:
+                             dtype: torch.dtype = torch.float32, exact_dtype: bool = True) -> str:
     """A sentence naming the mistake that reproduces the learner's ``(cos, sin)``.
+
+    ``exact_dtype=False``: another dtype than ``dtype`` is not a mistake here (values only).
 
     Shapes:
         got: (cos, sin), each expected (T, D) or (B, T, D)
@@ -102,12 +118,13 @@ def explain_cos_sin_mismatch(got: object, position_ids: Tensor, head_dim: int, b
         return f"return the tuple (cos, sin), got {type(got).__name__} (for {setting})"
     want_cos, want_sin = rotary_cos_sin(position_ids, head_dim, base, dtype)
     for what, value, want in (("cos", got[0], want_cos), ("sin", got[1], want_sin)):
-        problem = _shape_dtype_problem(value, want, what)
+        problem = _shape_dtype_problem(value, want, what, exact_dtype)
         if problem:
             return f"{problem} (for {setting})."
-    for description, cos, sin in cos_sin_mistakes(position_ids, head_dim, base, dtype):
-        if _close(got[0], cos) and _close(got[1], sin):
-            return f"Looks like {description} (for {setting})."
+    matches = [description for description, cos, sin in cos_sin_mistakes(position_ids, head_dim, base, dtype)
+               if not (_same(cos, want_cos) and _same(sin, want_sin)) and _close(got[0], cos) and _close(got[1], sin)]
+    if matches:
+        return _looks_like(matches, setting)
     dims = ("t", "channel") if position_ids.dim() == 1 else ("b", "t", "channel")
     wrong = "cos" if not _close(got[0], want_cos) else "sin"
     value, want = (got[0], want_cos) if wrong == "cos" else (got[1], want_sin)
@@ -149,16 +166,19 @@ def rope_mistakes(x: Tensor, cos: Tensor, sin: Tensor) -> Iterator[tuple[str, Te
                "sequence h: insert a head axis (cos[:, None] is (B, 1, T, D))", x * cos + rotate_half(x) * sin)
 
 
-def explain_rope_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tensor) -> str:
-    """A sentence naming the mistake that reproduces the learner's half-split rotation of ``x``."""
+def explain_rope_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tensor, exact_dtype: bool = True) -> str:
+    """A sentence naming the mistake that reproduces the learner's half-split rotation of ``x``.
+
+    ``exact_dtype=False``: another dtype than ``x``'s is not a mistake here (values only).
+    """
     setting = f"x {tuple(x.shape)}, cos/sin {tuple(cos.shape)}"
     want = apply_rotary(x, cos, sin)
-    problem = _shape_dtype_problem(got, want, "the output")
+    problem = _shape_dtype_problem(got, want, "the output", exact_dtype)
     if problem:
         return f"{problem} (for {setting})."
-    for description, wrong in rope_mistakes(x, cos, sin):
-        if _close(got, wrong):
-            return f"Looks like {description} (for {setting})."
+    matches = [d for d, wrong in rope_mistakes(x, cos, sin) if not _same(wrong, want) and _close(got, wrong)]
+    if matches:
+        return _looks_like(matches, setting)
     return (f"the output differs from x * cos + rotate_half(x) * sin: {_where_wrong(got, want, ('b', 'h', 't', 'channel'))} "
             f"(for {setting}).")
 
@@ -183,16 +203,19 @@ def interleaved_mistakes(x: Tensor, cos: Tensor, sin: Tensor) -> Iterator[tuple[
     yield "you did not rotate at all (the output is x)", x
 
 
-def explain_interleaved_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tensor) -> str:
-    """A sentence naming the mistake that reproduces the learner's interleaved rotation of ``x``."""
+def explain_interleaved_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tensor, exact_dtype: bool = True) -> str:
+    """A sentence naming the mistake that reproduces the learner's interleaved rotation of ``x``.
+
+    ``exact_dtype=False``: another dtype than ``x``'s is not a mistake here (values only).
+    """
     setting = f"x {tuple(x.shape)}, cos/sin {tuple(cos.shape)}"
     want = apply_rotary_interleaved(x, cos, sin)
-    problem = _shape_dtype_problem(got, want, "the output")
+    problem = _shape_dtype_problem(got, want, "the output", exact_dtype)
     if problem:
         return f"{problem} (for {setting})."
-    for description, wrong in interleaved_mistakes(x, cos, sin):
-        if _close(got, wrong):
-            return f"Looks like {description} (for {setting})."
+    matches = [d for d, wrong in interleaved_mistakes(x, cos, sin) if not _same(wrong, want) and _close(got, wrong)]
+    if matches:
+        return _looks_like(matches, setting)
     return (f"the output differs from rotating each pair (2i, 2i+1) by angle i: "
             f"{_where_wrong(got, want, ('b', 'h', 't', 'channel'))} (for {setting}).")
 
@@ -236,9 +259,10 @@ def explain_qk_conversion_mismatch(got: object, w_q: Tensor, w_k: Tensor, n_head
         problem = _shape_dtype_problem(value, want, f"the converted {what}")
         if problem:
             return f"{problem} (for {setting})."
-    for description, q, k in qk_conversion_mistakes(w_q, w_k, n_heads, n_kv_heads):
-        if torch.equal(got[0], q) and torch.equal(got[1], k):
-            return f"Looks like {description} (for {setting})."
+    matches = [description for description, q, k in qk_conversion_mistakes(w_q, w_k, n_heads, n_kv_heads)
+               if torch.equal(got[0], q) and torch.equal(got[1], k)]
+    if matches:
+        return _looks_like(matches, setting)
     wrong = "w_q" if not torch.equal(got[0], want_q) else "w_k"
     return (f"the converted {wrong} is not the interleaved-to-half-split permutation of its rows "
             f"(row 2i of each head to row i, row 2i+1 to row i + D/2) (for {setting}).")

@@ -1,5 +1,5 @@
 """Adds a float32 mask of -1e9 to the logits: float16 inputs come back as float32, and empty rows are not zero."""
-# feedback: float16 inputs must give a float16 output
+# feedback: has dtype torch.float32, expected torch.float16
 # cell: causal_attention
 def causal_attention(q, k, v, attn_mask=None):
     T, S = q.shape[-2], k.shape[-2]

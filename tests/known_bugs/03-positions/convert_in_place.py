@@ -1,5 +1,5 @@
 """Writes the permuted rows back into the caller's weights (copy_) and returns them."""
-# feedback: convert_meta_qk changed w_q or w_k in place
+# feedback: changed its input `w_q` in place
 # cell: convert_meta_qk
 def convert_meta_qk(w_q, w_k, n_heads, n_kv_heads):
     def per_head(w, heads):

@@ -1,5 +1,5 @@
 """The angles are not duplicated: (T, D/2) tables instead of (T, D)."""
-# feedback: of shape (5, 8)
+# feedback: has shape (5, 4), expected (5, 8)
 # cell: rope_cos_sin
 def rope_cos_sin(position_ids, head_dim, base=10000.0, dtype=torch.float32):
     if not isinstance(head_dim, int) or head_dim < 2 or head_dim % 2:

@@ -1,5 +1,5 @@
 """Computes in float32 and forgets to cast back: float16 inputs give a float32 output."""
-# feedback: float16 x and tables: expected float16
+# feedback: has dtype torch.float32, expected torch.float16
 # cell: apply_rope
 def apply_rope(x, cos, sin):
     B, H, T, D = x.shape

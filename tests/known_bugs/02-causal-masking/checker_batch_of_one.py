@@ -1,0 +1,15 @@
+"""The causality check draws a single sequence (B = 1): a mask wrong in batch row 1 only is never seen."""
+# feedback: a leak in batch row 1 only
+# cell: leaks_future
+def leaks_future(attend, T, S, D=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = torch.randn(1, T, D, generator=g), torch.randn(1, S, D, generator=g), torch.randn(1, S, D, generator=g)
+    base = attend(q, k, v)
+    for j in range(S):
+        k2, v2 = k.clone(), v.clone()
+        k2[:, j] = torch.randn(1, D, generator=g) * 3
+        v2[:, j] = torch.randn(1, D, generator=g) * 3
+        earlier = max(0, j - (S - T))
+        if not torch.allclose(attend(q, k2, v2)[:, :earlier], base[:, :earlier], atol=1e-5, rtol=0):
+            return True
+    return False
