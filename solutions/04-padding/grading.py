@@ -36,10 +36,6 @@ def drive_left_pad_generation(learner, inputs):
     return attnlab.generate(model, ids, mask, max_new_tokens=inputs["new_tokens"])
 
 
-def drive_call(learner, inputs):
-    return learner[inputs["function"]](*inputs["args"])
-
-
 def drive_refusal(learner, inputs):
     """Call one function on input it must refuse; say whether it raised ValueError naming the culprits.
 
@@ -144,16 +140,20 @@ def drive_batch_vs_alone(learner, inputs):
                 out[where[0], :, where[1]] += 1.0
             elif kind == "dtype" and batch and q.dtype == where:
                 out += 1.0
-            elif kind == "sign" and batch:
+            elif kind == "sign" and batch and not decoding:
                 out -= 1.0
             elif kind == "decoding" and batch and decoding:
-                out += 1.0
+                out[where, ..., 0] -= 1.0
             elif kind == "inf" and batch:
                 out = out.masked_fill(~attn_mask.any(-1, keepdim=True), float("inf"))
+            elif kind == "nan when decoding" and batch and decoding:
+                out[where] = float("nan")
+            elif kind == "alone in float32" and not batch and q.dtype == torch.float32:
+                out += 1.0
             return out, w
         return attend
 
-    def score(attend, dtype):  # the check runs with the package's padded_causal_mask: a wrong mask costs Task 3
+    def score(attend, dtype, seed=seed):  # the check runs with the package's padded_causal_mask: a wrong mask costs Task 3
         yours = learner["padded_causal_mask"]
         learner["padded_causal_mask"] = lambda mask, T=None: attnlab.attention_mask_for(
             mask != 0, mask.shape[-1] if T is None else T)
@@ -175,22 +175,28 @@ def drive_batch_vs_alone(learner, inputs):
         said["passes PyTorch's attention"] = score(torch_sdpa, torch.float32) < tol[torch.float32]
         said["flags an attention that ignores the mask"] = score(ignores_mask, torch.float32) > 1e-4
         said["flags masking after the softmax"] = score(after_softmax, torch.float32) > 1e-4
+        first, again, other = (score(ignores_mask, torch.float32, s) for s in (seed, seed, seed + 1))
+        said["gives the same result twice for one seed, and another for another seed"] = first == again != other
     else:
         dtype = inputs["dtype"]
         flaws = {
             f"flags an attention wrong only in batch row {row}": flawed("row", row),
             f"flags an attention wrong only at position {pos} of batch row {row}": flawed("position", (row, pos)),
-            "flags an error of one sign only (take the absolute difference)": flawed("sign"),
-            "flags an attention wrong only when decoding (T = 1 query over S keys)": flawed("decoding"),
+            "flags an output too small by 1 in the prefill (take the absolute difference)": flawed("sign"),
+            f"flags an attention wrong only when decoding (T = 1), in one channel of row {row}": flawed("decoding", row),
         }
         for name, attend in flaws.items():
             said[name] = score(attend, dtype) > 10 * tol[dtype]
         said["returns inf for inf (not NaN) in the pad query rows"] = score(flawed("inf"), dtype) == float("inf")
+        said[f"returns inf for NaN in row {row} of the decoding step"] = (
+            score(flawed("nan when decoding", row), dtype) == float("inf"))
         wrong = inputs["wrong_dtype"]
         said[f"flags an attention wrong only in {wrong} (run every call in dtype)"] = (
             score(flawed("dtype", wrong), wrong) > 10 * tol[wrong])
         said[f"passes an attention wrong only in {wrong} when called in float32"] = (
             score(flawed("dtype", wrong), torch.float32) < tol[torch.float32])
+        said[f"passes an attention wrong only for sequences alone in float32 when called in {wrong}"] = (
+            score(flawed("alone in float32"), wrong) < tol[wrong])
     return said
 
 
@@ -238,7 +244,8 @@ def left_pad_parts(g):
     empty_at = draw(g, 1, 4)
     batch = [torch.randint(3, 40, (draw(g, 1, 5),), generator=g).tolist() for _ in range(empty_at)]
     errors = [
-        Case(drive_call, {"function": "left_pad", "args": [[]]}, raises="ValueError", label="an empty batch"),
+        Case(drive_refusal, {"function": "left_pad", "args": [[]], "what": "the batch", "names": [["batch"]]},
+             label="an empty batch"),
         Case(drive_refusal, {"function": "left_pad", "args": [batch + [[]]], "what": f"the index {empty_at}",
                              "names": [[str(empty_at)]]}, label=f"sequence {empty_at} is empty"),
     ]
