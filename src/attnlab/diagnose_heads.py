@@ -33,6 +33,8 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, scale: fl
         scores = scores.masked_fill(~attn_mask, float("-inf"))
     if attn_mask is not None and mask_mode == "inverted":
         scores = scores.masked_fill(attn_mask, float("-inf"))
+    if attn_mask is not None and mask_mode == "no head axis":  # (..., 1, T, S) -> (..., T, S): B lines up with H
+        scores = scores.masked_fill(~attn_mask.squeeze(-3), float("-inf"))
     weights = stable_softmax(scores, dim=-1)  # (B, H, T, S)
     return weights @ v, weights  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
 
@@ -84,15 +86,21 @@ MERGE_MISTAKES = {
 }
 
 
-def _named(matches: list[str], where: str) -> str:
+def _named(matches: list[str], where: str, problem: str | None = None) -> str:
+    """The symptom (if given) followed by the mistakes that reproduce it."""
     if len(matches) == 1:
-        return f"Looks like {matches[0]} ({where})."
-    return (f"Looks like one of these, which all give your output on these inputs ({where}): "
-            + "; or ".join(matches) + ".")
+        named = f"Looks like {matches[0]} ({where})."
+    else:
+        named = (f"Looks like one of these, which all give your output on these inputs ({where}): "
+                 + "; or ".join(matches) + ".")
+    return f"{problem}. {named}" if problem else named
 
 
-def explain_split_mismatch(got: object, x: Tensor, n_heads: int) -> str:
+def explain_split_mismatch(got: object, x: Tensor, n_heads: int, problem: str | None = None) -> str:
     """Name the mistake behind a wrong ``split_heads(x, n_heads)`` result.
+
+    ``problem``, the symptom :func:`attnlab.testing.tensor_problem` found, is said first, or
+    instead when no known mistake reproduces ``got``.
 
     Shapes:
         got: the learner's result; x: (B, T, C); expected (B, H, T, D)
@@ -112,18 +120,18 @@ def explain_split_mismatch(got: object, x: Tensor, n_heads: int) -> str:
         hint = " or ".join(hints) or "view as (B, T, H, D), then transpose(1, 2)"
         return f"split_heads({where}) must have shape (B, H, T, D) = {want}, got {tuple(got.shape)}: {hint}"
     if got.dtype != x.dtype:
-        return f"split_heads must keep the dtype of x ({x.dtype}), got {got.dtype}"
+        return problem or f"split_heads must keep the dtype of x ({x.dtype}), got {got.dtype}"
     if torch.equal(got, split_heads(x, n_heads)):
-        return f"split_heads is right ({where})"
+        return problem or f"split_heads is right ({where})"
     matches = [description for how, description in SPLIT_MISTAKES.items()
                if torch.equal(got, _split_with(x, n_heads, how))]
     if matches:
-        return _named(matches, where)
-    return f"split_heads is wrong for {where}: head h must hold channels h*D ... h*D+D-1 of every position"
+        return _named(matches, where, problem)
+    return problem or f"split_heads is wrong for {where}: head h must hold channels h*D ... h*D+D-1 of every position"
 
 
-def explain_merge_mismatch(got: object, heads: Tensor) -> str:
-    """Name the mistake behind a wrong ``merge_heads(heads)`` result.
+def explain_merge_mismatch(got: object, heads: Tensor, problem: str | None = None) -> str:
+    """Name the mistake behind a wrong ``merge_heads(heads)`` result (``problem``: as for split).
 
     Shapes:
         got: the learner's result; heads: (B, H, T, D); expected (B, T, C)
@@ -136,15 +144,15 @@ def explain_merge_mismatch(got: object, heads: Tensor) -> str:
     if tuple(got.shape) != want:
         return f"merge_heads of shape {tuple(heads.shape)} must give (B, T, C) = {want}, got {tuple(got.shape)}"
     if got.dtype != heads.dtype:
-        return f"merge_heads must keep the dtype of its input ({heads.dtype}), got {got.dtype}"
+        return problem or f"merge_heads must keep the dtype of its input ({heads.dtype}), got {got.dtype}"
     if torch.equal(got, merge_heads(heads)):
-        return f"merge_heads is right ({where})"
+        return problem or f"merge_heads is right ({where})"
     matches = [description for how, description in MERGE_MISTAKES.items()
                if torch.equal(got, _merge_with(heads, how))]
     if matches:
-        return _named(matches, where)
-    return (f"merge_heads is not the inverse of split_heads for {where}: "
-            "head h must land on channels h*D ... h*D+D-1")
+        return _named(matches, where, problem)
+    return problem or (f"merge_heads is not the inverse of split_heads for {where}: "
+                       "head h must land on channels h*D ... h*D+D-1")
 
 
 def multihead_mistakes(module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
@@ -192,6 +200,9 @@ def multihead_mistakes(module, x: Tensor, n_heads: int, attn_mask: Tensor | None
         yield "you forgot the output projection o_proj after merging the heads", *run(out_proj=False)
         if attn_mask is not None:
             yield "you ignored attn_mask", *run(mask_mode="ignore")
+            if attn_mask.dim() == 3 and attn_mask.shape[0] == n_heads and n_heads > 1:
+                yield ("you did not give attn_mask a head axis: a (B, T, S) mask then lines its batch axis up with "
+                       "the heads; use attn_mask.unsqueeze(-3)", *run(mask_mode="no head axis"))
             yield ("you inverted attn_mask: True means 'may attend' (PyTorch's nn.MultiheadAttention uses "
                    "the opposite convention)", *run(mask_mode="inverted"))
         if context is not None:
@@ -218,8 +229,10 @@ def _where(x: Tensor, n_heads: int, attn_mask: Tensor | None, context: Tensor | 
 
 
 def explain_multihead_mismatch(got: object, module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
-                               context: Tensor | None = None, n_kv_heads: int | None = None) -> str:
-    """A sentence naming the mistake that reproduces the module output ``got``, or the symptom.
+                               context: Tensor | None = None, n_kv_heads: int | None = None,
+                               problem: str | None = None) -> str:
+    """A sentence naming the mistake that reproduces the module output ``got``, or the symptom
+    (``problem``, from :func:`attnlab.testing.tensor_problem`, when given).
 
     Shapes:
         got: (B, T, C); x: (B, T, C); context: (B, S, C) or None; attn_mask (T, S) or (B, T, S)
@@ -234,53 +247,49 @@ def explain_multihead_mismatch(got: object, module, x: Tensor, n_heads: int, att
     for description, wrong, _ in multihead_mistakes(module, x, n_heads, attn_mask, context, n_kv_heads):
         if torch.allclose(got.to(wrong.dtype), wrong, atol=1e-4, rtol=1e-3):
             if not description:
-                return f"the output is right ({where})"
+                return problem or f"the output is right ({where})"
             matches.append(description)
     if matches:
-        return _named(matches, where)
-    return f"output differs from PyTorch's ({where})"
+        return _named(matches, where, problem)
+    return problem or f"output differs from PyTorch's ({where})"
 
 
 def explain_mha_weights_mismatch(got_weights: object, got_output: object, module, x: Tensor, n_heads: int,
-                                 attn_mask: Tensor | None = None, context: Tensor | None = None) -> str:
+                                 attn_mask: Tensor | None = None, context: Tensor | None = None,
+                                 problem: str | None = None) -> str:
     """Say what is wrong with the per-head attention weights a module returned.
 
-    The weights must be the ones its output was computed from:
+    They must be PyTorch's, per head, and the very weights the output was computed from:
     ``o_proj(merge(weights @ split(v_proj(context or x))))`` must equal the output.
 
     Shapes:
         got_weights: (B, H, T, S); got_output: (B, T, C); x: (B, T, C); context: (B, S, C) or None
     """
     where = _where(x, n_heads, attn_mask, context, None)
+    lead = f"{problem}. " if problem else ""
     B, T, _ = x.shape
     S = T if context is None else context.shape[1]
     if not isinstance(got_weights, Tensor):
-        return f"forward must return (output, weights) with tensor weights, got {type(got_weights).__name__} ({where})"
-    if tuple(got_weights.shape) == (B, T, S):
-        return (f"the weights must be per head, (B, H, T, S) = {(B, n_heads, T, S)}, got {(B, T, S)}: "
+        return problem or f"forward must return (output, weights) with tensor weights, got {type(got_weights).__name__}"
+    if tuple(got_weights.shape) == (B, T, S) != (B, n_heads, T, S):
+        return (f"{lead}The weights must be per head, (B, H, T, S) = {(B, n_heads, T, S)}, got {(B, T, S)}: "
                 f"do not average them over the heads ({where})")
     if tuple(got_weights.shape) != (B, n_heads, T, S):
-        return f"the weights must have shape (B, H, T, S) = {(B, n_heads, T, S)}, got {tuple(got_weights.shape)} ({where})"
-    weights = got_weights.detach().float()
-    _, want_output, want = next(multihead_mistakes(module, x, n_heads, attn_mask, context))
-    if torch.allclose(weights, want, atol=1e-5, rtol=1e-4):
-        return f"the weights are right ({where})"
+        return problem or f"the weights must have shape (B, H, T, S) = {(B, n_heads, T, S)}, got {tuple(got_weights.shape)}"
+    candidates = list(multihead_mistakes(module, x, n_heads, attn_mask, context))
+    weights = got_weights.detach().to(candidates[0][2].dtype)
     with torch.no_grad():
         v = _split_with(module.v_proj(x if context is None else context), n_heads)  # (B, S, C) -> (B, H, S, D)
         from_weights = module.o_proj(_merge_with(weights @ v))  # (B, H, T, S) @ (B, H, S, D) -> (B, T, C)
     consistent = isinstance(got_output, Tensor) and got_output.shape == from_weights.shape and torch.allclose(
-        got_output.detach().float(), from_weights, atol=1e-4, rtol=1e-3)
-    if attn_mask is not None:
-        q, k = module.q_proj(x), module.k_proj(x if context is None else context)
-        with torch.no_grad():
-            _, unmasked = _attend(_split_with(q, n_heads), _split_with(k, n_heads), v, None, 1 / math.sqrt(v.shape[-1]))
-        if torch.allclose(weights, unmasked, atol=1e-5, rtol=1e-4):
-            return (f"the weights you return ignore attn_mask{'' if consistent else ', but your output used it'}: "
-                    f"return the weights the output was computed from ({where})")
+        got_output.detach().to(from_weights.dtype), from_weights, atol=1e-4, rtol=1e-3)
+    unlike_output = ("your output was not computed from the weights you return: o_proj(merge(weights @ v)) differs "
+                     "from it; return the weights the output was computed from")
+    if torch.allclose(weights, candidates[0][2], atol=1e-5, rtol=1e-4):
+        return problem or f"the weights are right ({where})"
+    matches = [d for d, _, wrong in candidates[1:] if torch.allclose(weights, wrong, atol=1e-5, rtol=1e-4)]
+    if matches:
+        return f"{lead}Your weights look like this mistake: {'; or '.join(matches)} ({where})."
     if not consistent:
-        return (f"the weights you return are not the ones your output was computed from: o_proj(merge(weights @ v)) "
-                f"differs from your output ({where})")
-    for description, _, wrong in multihead_mistakes(module, x, n_heads, attn_mask, context):
-        if description and torch.allclose(weights, wrong, atol=1e-5, rtol=1e-4):
-            return f"Looks like {description} ({where})."
-    return f"the per-head weights differ from PyTorch's ({where})"
+        return f"{lead}{unlike_output[0].upper()}{unlike_output[1:]} ({where})."
+    return problem or f"the per-head weights differ from PyTorch's ({where})"
