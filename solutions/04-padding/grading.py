@@ -77,7 +77,7 @@ def drive_padded_layer(learner, inputs):
     import torch.nn.functional as F
 
     sequences = inputs["sequences"]
-    ids, mask = learner["left_pad"](sequences)
+    ids, mask = learner["left_pad"]([list(seq) for seq in sequences])  # a copy: changing it costs the layout part
     positions = learner["position_ids"](mask)
     attn_mask = learner["padded_causal_mask"](mask)
     with torch.no_grad():
