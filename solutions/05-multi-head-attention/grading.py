@@ -6,9 +6,10 @@ from the same driver run on the reference solution (the source notebook's own ce
 notebook's own tests compare against ``torch.nn.MultiheadAttention``.
 
 The task forbids ``torch.nn.MultiheadAttention``, ``F.scaled_dot_product_attention`` and
-attnlab's ``split_heads``, ``merge_heads`` and ``MultiHeadAttention``: PyTorch's fused attention
-is caught by its aten operators, and every driver reports which of the others ran (their code
-objects, watched with ``sys.setprofile`` while the learner's code runs).
+attnlab's ``split_heads``, ``merge_heads`` and ``MultiHeadAttention``: every driver reports which
+of them ran while the learner's code ran (``sys.setprofile``: their code objects, and the C
+function behind ``F.scaled_dot_product_attention``, whose math path dispatches no operator of its
+own); PyTorch's fused kernels are also caught by their aten operators.
 """
 
 import torch
@@ -43,6 +44,8 @@ def drive_heads(learner, inputs):
     def profile(frame, event, arg):
         if event == "call" and frame.f_code in watched and watched[frame.f_code] not in used:
             used.append(watched[frame.f_code])
+        elif event == "c_call" and arg is torch.nn.functional.scaled_dot_product_attention and not used:
+            used.append("torch.nn.functional.scaled_dot_product_attention")  # whichever kernel it then runs
 
     check = inputs["check"]
     x = inputs["x"]
@@ -51,23 +54,32 @@ def drive_heads(learner, inputs):
     elif inputs.get("layout") == "sliced":  # every other position: a view with strides
         x = x[:, ::2]
     sys.setprofile(profile)
+    if sys.getprofile() is not profile:
+        used.append("(the grader's watch was switched off)")
     try:
         if check == "split":
-            result = learner["split_heads"](x, inputs["n_heads"])
+            said = {"split_heads(x, n_heads)": learner["split_heads"](x, inputs["n_heads"])}
         elif check == "merge":
-            result = learner["merge_heads"](x)
+            said = {"merge_heads(x)": learner["merge_heads"](x)}
+        elif check == "own code":  # only the watch decides: an error costs the other parts
+            said = {}
+            try:
+                learner["merge_heads"](learner["split_heads"](x, inputs["n_heads"]))
+            except Exception:
+                pass
         else:  # "refuse": C is not divisible by H
             try:
                 learner["split_heads"](x, inputs["n_heads"])
             except ValueError as error:
                 message = str(error)
-                result = {"raises ValueError": True,
-                          "its message names C and H": all(str(n) in message for n in (x.shape[-1], inputs["n_heads"]))}
+                said = {"raises ValueError": True,
+                        "its message names C and H": all(str(n) in message for n in (x.shape[-1], inputs["n_heads"]))}
             else:
-                result = {"raises ValueError": False, "its message names C and H": False}
+                said = {"raises ValueError": False, "its message names C and H": False}
     finally:
         sys.setprofile(None)
-    return {"result": result, "forbidden function called": used[0] if used else "none"}
+    said["forbidden function called"] = used[0] if used else "none"
+    return said
 
 
 def drive_module(learner, inputs):
@@ -86,11 +98,22 @@ def drive_module(learner, inputs):
     def profile(frame, event, arg):
         if event == "call" and frame.f_code in watched and watched[frame.f_code] not in used:
             used.append(watched[frame.f_code])
+        elif event == "c_call" and arg is torch.nn.functional.scaled_dot_product_attention and not used:
+            used.append("torch.nn.functional.scaled_dot_product_attention")  # whichever kernel it then runs
 
     C, H = inputs["d_model"], inputs["n_heads"]
     x, context, mask = inputs["x"], inputs.get("context"), inputs.get("attn_mask")
     sys.setprofile(profile)
+    if sys.getprofile() is not profile:
+        used.append("(the grader's watch was switched off)")
     try:
+        if inputs["check"] == "own code":  # only the watch decides: an error costs the other parts
+            try:
+                with torch.no_grad():
+                    learner["MultiHeadAttention"](C, H, bias=inputs["bias"])(x, attn_mask=mask, context=context)
+            except Exception:
+                pass
+            return {"forbidden function called": used[0] if used else "none"}
         module = learner["MultiHeadAttention"](C, H, bias=inputs["bias"])
         with torch.no_grad():
             for name, tensor in inputs["weights"].items():
@@ -113,7 +136,7 @@ def drive_module(learner, inputs):
         said["output"] = out
     elif check == "weights":  # with the output right (its own parts), right weights are the output's weights
         said["weights"] = weights
-    else:  # "twice"
+    elif check == "twice":
         said["the same output twice"] = type(out) is torch.Tensor and type(again[0]) is torch.Tensor \
             and torch.equal(out, again[0])
     return said
@@ -217,12 +240,17 @@ def module_parts(g):
     weights = [case(H, D, "weights", S=[None, draw(g, 2, 9)][n % 2], mask=[None, "causal", "random"][n % 3])
                for n, (H, D) in enumerate(PAIRS[4:10])]
     twice = [case(4, 3, "twice", S=5, mask=mask) for mask in ("causal", "random")]
+    B, T, H, D = distinct_sizes(g, 4)
+    own = [Case(drive_heads, {"check": "own code", "x": torch.randn(B, T, H * D, generator=g), "n_heads": H},
+                label="split_heads and merge_heads, called once"),
+           case(3, 4, "own code", mask="causal")]
     return [
         Part("test_mha_shapes", shapes, **forbidden(*MODULE)),
         Part("test_mha_matches_torch", outputs, **forbidden(*MODULE)),
         Part("test_mha_masks", masks, **forbidden(*MODULE)),
         Part("test_mha_weights", weights, **forbidden(*MODULE)),
         Part("test_mha_inputs_unchanged", twice, **forbidden(*MODULE)),
+        Part("test_own_code", own, **forbidden(*MODULE)),
     ]
 
 
