@@ -390,3 +390,64 @@ def test_explain_padded_mask_and_position_ids_name_the_mistake():
     unshifted = torch.arange(S).expand(B, S)
     assert "not shifted for left padding" in explain_position_ids_mismatch(unshifted, mask)
     assert "start at 1" in explain_position_ids_mismatch(position_ids(mask) + mask, mask)
+
+
+def test_explanations_never_blame_right_answers():
+    """Given the right answer, every chapter-4 explanation says so (the position-ids one used to blame it)."""
+    from attnlab.diagnose_padding import (explain_left_pad_mismatch, explain_padded_batch_mismatch,
+                                          explain_padded_mask_mismatch, explain_position_ids_mismatch, is_right)
+
+    _, mask = TOK(TEXTS, padding_side="left")
+    gaps = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [0, 1, 1, 0, 1]])
+    for m in (mask, gaps, gaps.bool()):
+        assert is_right(explain_position_ids_mismatch(position_ids(m), m))
+        for T in (1, 3, m.shape[1]):
+            assert is_right(explain_padded_mask_mismatch(attention_mask_for(m, T), m, T))
+    sequences = [[5, 6, 7], [8], [9, 10]]
+    assert is_right(explain_left_pad_mismatch((torch.tensor([[5, 6, 7], [0, 0, 8], [0, 9, 10]]),
+                                               torch.tensor([[1, 1, 1], [0, 0, 1], [0, 1, 1]])), sequences))
+
+    def reference_left_pad(seqs):
+        S = max(len(s) for s in seqs)
+        return (torch.tensor([[0] * (S - len(s)) + s for s in seqs]),
+                torch.tensor([[0] * (S - len(s)) + [1] * len(s) for s in seqs]))
+
+    def attention_mask_for_all(m, T=None):
+        return attention_mask_for(m, m.shape[1] if T is None else T)
+
+    assert "all match" in explain_padded_batch_mismatch(sequences, reference_left_pad, position_ids, attention_mask_for_all)
+
+
+def test_explanations_name_only_the_wrong_piece_and_every_mistake_that_fits():
+    from attnlab.diagnose_padding import (explain_padded_batch_mismatch, explain_padded_mask_mismatch,
+                                          explain_position_ids_mismatch)
+
+    sequences = [[5, 6, 7], [8], [9, 10]]
+
+    def reference_left_pad(seqs):
+        S = max(len(s) for s in seqs)
+        return (torch.tensor([[0] * (S - len(s)) + s for s in seqs]),
+                torch.tensor([[0] * (S - len(s)) + [1] * len(s) for s in seqs]))
+
+    def mask_for(m, T=None):
+        return attention_mask_for(m, m.shape[1] if T is None else T)
+
+    def unshifted(m):
+        return torch.arange(m.shape[1]).expand(m.shape).clone()
+
+    said = explain_padded_batch_mismatch(sequences, reference_left_pad, unshifted, mask_for)
+    assert said.startswith("position_ids:") and "not shifted" in said and "padded_causal_mask" not in said
+
+    def mutating(m):
+        positions = position_ids(m)
+        m.fill_(1)
+        return positions
+
+    assert "changed its input attention_mask in place" in explain_padded_batch_mismatch(
+        sequences, reference_left_pad, mutating, mask_for)
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    both = explain_padded_mask_mismatch(causal_mask(1, 4).expand(2, 1, 1, 4), mask, 1)
+    assert "dropped the padding mask" in both and "pad queries (rows)" in both  # the same mask for T = 1
+    assert "torch.long" in explain_position_ids_mismatch(position_ids(mask).float(), mask)
+    assert "assume left padding" in explain_position_ids_mismatch(
+        torch.tensor([[0, 0, 0, 0, 2]]), torch.tensor([[1, 1, 0, 0, 1]]))

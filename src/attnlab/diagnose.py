@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from attnlab.attention import stable_softmax
-from attnlab.heads import merge_heads, split_heads
 from attnlab.generation import extend_attention_mask
 from attnlab.diagnose_causal import (  # noqa: F401  (chapter 2, re-exported)
     causal_attention_mistakes,
@@ -105,227 +104,24 @@ def explain_attention_mismatch(got: Tensor, q: Tensor, k: Tensor, v: Tensor, att
 
 
 # ----------------------------------------------------------------- chapter 4: padding
-
-
-def padded_mask_mistakes(attention_mask: Tensor, T: int):
-    """Yield ``(description, mask)`` for classic mistakes combining causal and padding masks.
-
-    Shapes:
-        attention_mask: (B, S), 1 = real token; each mask: (B, 1, T, S), dtype bool
-    """
-    B, S = attention_mask.shape
-    keys = (attention_mask != 0)[:, None, None, :]  # (B, 1, 1, S)
-    causal = causal_mask(T, S)
-    yield (
-        "you dropped the padding mask: queries attend to pad keys",
-        causal.expand(B, 1, T, S),
-    )
-    yield "you forgot the causal mask: queries see future tokens", keys.expand(B, 1, T, S)
-    if T != S:
-        yield (
-            "your causal part is aligned to the top-left (like is_causal=True); the T queries are the last T "
-            "of the S positions: use tril(diagonal=S - T)",
-            keys & torch.ones(T, S, dtype=torch.bool).tril(),
-        )
-    yield "your causal diagonal is off by one", keys & torch.ones(T, S, dtype=torch.bool).tril(S - T + 1)
-    yield "you used triu where tril was meant", keys & torch.ones(T, S, dtype=torch.bool).triu(S - T)
-    queries = (attention_mask != 0)[:, None, -T:, None]  # (B, 1, T, 1)
-    yield (
-        "you masked the pad queries (rows) instead of the pad keys (columns)",
-        queries & causal,
-    )
-
-
-def explain_padded_mask_mismatch(got: object, attention_mask: Tensor, T: int) -> str:
-    """A sentence naming the mistake that reproduces a wrong (B, 1, T, S) causal+padding mask."""
-    B, S = attention_mask.shape
-    if not isinstance(got, Tensor):
-        return f"expected a bool tensor, got {type(got).__name__}"
-    if got.dtype != torch.bool:
-        return f"the mask must be a bool tensor (True = may attend), got dtype {got.dtype}"
-    if tuple(got.shape) != (B, 1, T, S):
-        return f"the mask must have shape (B, 1, T, S) = {(B, 1, T, S)}, got {tuple(got.shape)}"
-    for description, wrong in padded_mask_mistakes(attention_mask, T):
-        if torch.equal(got, wrong):
-            return f"Looks like {description} (attention_mask {tuple(attention_mask.shape)}, T={T})."
-    return (f"the mask is wrong (attention_mask {tuple(attention_mask.shape)}, T={T}): query i (at position "
-            "S - T + i) may see key j when j <= S - T + i AND key j is a real token")
-
-
-def explain_position_ids_mismatch(got: object, attention_mask: Tensor) -> str:
-    """A sentence naming the mistake that reproduces wrong position ids for ``attention_mask``."""
-    if not isinstance(got, Tensor):
-        return f"expected a tensor, got {type(got).__name__}"
-    if tuple(got.shape) != tuple(attention_mask.shape):
-        return f"position ids must have the shape of attention_mask {tuple(attention_mask.shape)}, got {tuple(got.shape)}"
-    if got.dtype != torch.long:
-        return f"position ids must be torch.long (they index a table), got {got.dtype}"
-    real = attention_mask != 0
-    count = real.long().cumsum(-1)
-    S = attention_mask.shape[-1]
-    if torch.equal(got, torch.arange(S).expand_as(got)):
-        return ("Looks like your position ids were not shifted for left padding: you used arange(S), so a "
-                "left-padded sequence starts at the number of pads instead of 0. Count only real tokens.")
-    if torch.equal(got[real], count[real]):
-        return "your positions start at 1: the first real token is at position 0 (cumsum - 1)"
-    if torch.equal(got[real], (count - 1)[real]):
-        return "the real tokens' positions are right, but pad positions must be 0"
-    return "wrong position ids: each real token gets the number of real tokens before it (0, 1, 2, ...); pads get 0"
+# Moved to attnlab.diagnose_padding; re-exported here under the old names.
+from attnlab.diagnose_padding import (  # noqa: E402, F401
+    explain_padded_mask_mismatch,
+    explain_position_ids_mismatch,
+    padded_mask_mistakes,
+)
 
 
 # ------------------------------------------------------------------ heads (chapters 5, 6)
-def _split_with(x: Tensor, n_heads: int, how: str = "right") -> Tensor:
-    """Head split done right or with one classic mistake.
-
-    Shapes:
-        x: (B, T, C) -> (B, H, T, D), D = C // H
-    """
-    batch, positions, width = x.shape
-    d = width // n_heads
-    if how == "strided":  # (B, T, C) -> (B, T, D, H) -> (B, H, T, D): head h gets channels h, h+H, ...
-        return x.reshape(batch, positions, d, n_heads).permute(0, 3, 1, 2)
-    if how == "no_transpose":  # (B, T, C) viewed straight as (B, H, T, D): heads mix positions
-        return x.reshape(batch, n_heads, positions, d)
-    return split_heads(x, n_heads)  # (B, T, C) -> (B, H, T, D)
-
-
-def _merge_with(x: Tensor, how: str = "right") -> Tensor:
-    """Head merge done right or with one classic mistake.
-
-    Shapes:
-        x: (B, H, T, D) -> (B, T, C), C = H * D
-    """
-    batch, n_heads, positions, d = x.shape
-    if how == "strided":  # (B, H, T, D) -> (B, T, D, H) -> (B, T, C)
-        return x.permute(0, 2, 3, 1).reshape(batch, positions, n_heads * d)
-    if how == "no_transpose":  # (B, H, T, D) reshaped straight to (B, T, C)
-        return x.reshape(batch, positions, n_heads * d)
-    if how == "wrong_axes":  # (B, H, T, D) -> (B, H, D, T) -> (B, T, C)
-        return x.transpose(2, 3).reshape(batch, positions, n_heads * d)
-    return merge_heads(x)  # (B, H, T, D) -> (B, T, C)
-
-
-SPLIT_MISTAKES = {
-    "strided": "you split with view(B, T, D, H): head h gets the strided channels h, h+H, h+2H, ... "
-    "instead of the D consecutive channels h*D ... h*D+D-1; view as (B, T, H, D), then transpose(1, 2)",
-    "no_transpose": "you reshaped (B, T, C) straight to (B, H, T, D) without transposing, so heads mix "
-    "positions; view as (B, T, H, D), then transpose(1, 2)",
-}
-MERGE_MISTAKES = {
-    "strided": "your merge_heads puts head h on the strided channels h, h+H, ... (a (B, T, D, H) layout): "
-    "it is not the inverse of split_heads; transpose(1, 2) back to (B, T, H, D), then reshape",
-    "no_transpose": "your merge_heads reshapes (B, H, T, D) straight to (B, T, C) without transposing back: "
-    "it is not the inverse of split_heads",
-    "wrong_axes": "your merge_heads transposes the wrong axes (T and D instead of H and T): "
-    "it is not the inverse of split_heads; use transpose(1, 2)",
-}
-
-
-def explain_split_mismatch(got: Tensor, x: Tensor, n_heads: int) -> str:
-    """Name the mistake behind a wrong ``split_heads(x, n_heads)`` result.
-
-    Shapes:
-        got: the learner's result; x: (B, T, C); expected (B, H, T, D)
-    """
-    batch, positions, width = x.shape
-    want = (batch, n_heads, positions, width // n_heads)
-    if not isinstance(got, Tensor):
-        return f"split_heads must return a tensor, got {type(got).__name__}"
-    if tuple(got.shape) != want:
-        return (f"split_heads(x of shape {tuple(x.shape)}, H={n_heads}) must have shape (B, H, T, D) = {want}, "
-                f"got {tuple(got.shape)}: did you transpose the wrong axes? transpose(1, 2) swaps T and H")
-    for how, description in SPLIT_MISTAKES.items():
-        if torch.equal(got, _split_with(x, n_heads, how)):
-            return f"Looks like {description} (x of shape {tuple(x.shape)}, H={n_heads})."
-    return (f"split_heads is wrong for x of shape {tuple(x.shape)}, H={n_heads}: head h must hold "
-            f"channels h*D ... h*D+D-1 of every position")
-
-
-def explain_merge_mismatch(got: Tensor, heads: Tensor) -> str:
-    """Name the mistake behind a wrong ``merge_heads(heads)`` result.
-
-    Shapes:
-        got: the learner's result; heads: (B, H, T, D); expected (B, T, C)
-    """
-    batch, n_heads, positions, d = heads.shape
-    want = (batch, positions, n_heads * d)
-    if not isinstance(got, Tensor):
-        return f"merge_heads must return a tensor, got {type(got).__name__}"
-    if tuple(got.shape) != want:
-        return f"merge_heads of shape {tuple(heads.shape)} must give (B, T, C) = {want}, got {tuple(got.shape)}"
-    for how, description in MERGE_MISTAKES.items():
-        if torch.equal(got, _merge_with(heads, how)):
-            return f"Looks like {description} (heads of shape {tuple(heads.shape)})."
-    return (f"merge_heads is not the inverse of split_heads for heads of shape {tuple(heads.shape)}: "
-            "head h must land on channels h*D ... h*D+D-1")
-
-
-def multihead_mistakes(module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
-                       context: Tensor | None = None, n_kv_heads: int | None = None):
-    """Yield ``(description, output)`` for each classic multi-head / grouped-query mistake.
-
-    Uses the module's own ``q_proj``, ``k_proj``, ``v_proj`` and ``o_proj``.
-
-    Shapes:
-        x: (B, T, C); context: (B, S, C) or None (then S = T)
-        attn_mask: bool (T, S) or (B, T, S), True = may attend, shared by all heads
-        each output: (B, T, C)
-    """
-    src = x if context is None else context
-    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    group = n_heads // n_kv_heads
-    width = x.shape[-1]
-    d = width // n_heads
-    mask = None if attn_mask is None else attn_mask.unsqueeze(-3)  # (..., T, S) -> (..., 1, T, S)
-    with torch.no_grad():
-        q, k, v = module.q_proj(x), module.k_proj(src), module.v_proj(src)
-
-        def run(split="right", merge="right", scale=1.0 / math.sqrt(d), out_proj=True, expand="interleave"):
-            qh = _split_with(q, n_heads, split)
-            kh, vh = _split_with(k, n_kv_heads, split), _split_with(v, n_kv_heads, split)
-            if group > 1:  # (B, Hkv, S, D) -> (B, H, S, D)
-                if expand == "interleave":
-                    kh, vh = kh.repeat_interleave(group, dim=1), vh.repeat_interleave(group, dim=1)
-                else:
-                    kh, vh = kh.repeat(1, group, 1, 1), vh.repeat(1, group, 1, 1)
-            out = _merge_with(_attention_with(qh, kh, vh, mask, scale=scale), merge)
-            return module.o_proj(out) if out_proj else out
-
-        yield ("you scaled the logits by 1/sqrt(C), C = the model width; the scale is 1/sqrt(D), "
-               "D = C // H, the width of one head", run(scale=1.0 / math.sqrt(width)))
-        yield "you did not scale the logits: divide q·k by sqrt(D) of a head", run(scale=1.0)
-        yield "you forgot the output projection o_proj after merging the heads", run(out_proj=False)
-        if group > 1 and n_kv_heads > 1:
-            yield ("query head h is paired with K/V head h % Hkv (tiling with repeat, or grouping the query "
-                   "heads in the wrong order) instead of K/V head h // G (repeat_interleave)", run(expand="tile"))
-        if n_heads > 1:
-            yield SPLIT_MISTAKES["strided"], run(split="strided", merge="strided")
-            yield (SPLIT_MISTAKES["no_transpose"], run(split="no_transpose", merge="no_transpose"))
-            for how in ("strided", "no_transpose", "wrong_axes"):
-                yield MERGE_MISTAKES[how], run(merge=how)
-            yield ("your split_heads and merge_heads are not inverses (split with view(B, T, D, H))",
-                   run(split="strided"))
-
-
-def explain_multihead_mismatch(got: Tensor, module, x: Tensor, n_heads: int, attn_mask: Tensor | None = None,
-                               context: Tensor | None = None, n_kv_heads: int | None = None) -> str:
-    """A sentence naming the mistake that reproduces the module output ``got``, or a generic hint.
-
-    Shapes:
-        got: (B, T, C); x: (B, T, C); context: (B, S, C) or None; attn_mask (T, S) or (B, T, S)
-    """
-    s = x.shape[1] if context is None else context.shape[1]
-    where = f"x {tuple(x.shape)}, S={s}, H={n_heads}" + ("" if n_kv_heads is None else f", Hkv={n_kv_heads}")
-    if attn_mask is not None:
-        where += f", mask {tuple(attn_mask.shape)}"
-    if not isinstance(got, Tensor):
-        return f"forward must return (output, weights) with a tensor output, got {type(got).__name__} ({where})"
-    if tuple(got.shape) != tuple(x.shape):
-        return f"output must have the shape of x, (B, T, C) = {tuple(x.shape)}, got {tuple(got.shape)} ({where})"
-    for description, wrong in multihead_mistakes(module, x, n_heads, attn_mask, context, n_kv_heads):
-        if torch.allclose(got, wrong, atol=1e-4, rtol=1e-3):
-            return f"Looks like {description} ({where})."
-    return f"output differs from PyTorch's ({where})"
+# Split, merge and the multi-head module moved to attnlab.diagnose_heads; re-exported here.
+from attnlab.diagnose_heads import (  # noqa: E402, F401
+    MERGE_MISTAKES,
+    SPLIT_MISTAKES,
+    explain_merge_mismatch,
+    explain_multihead_mismatch,
+    explain_split_mismatch,
+    multihead_mistakes,
+)
 
 
 def explain_repeat_kv_mismatch(got: Tensor, x: Tensor, n_rep: int) -> str:

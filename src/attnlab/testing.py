@@ -27,7 +27,8 @@ def tensor_problem(actual, expected, what="the result", *, exact_dtype=True, ato
     if tuple(actual.shape) != tuple(expected.shape):
         return f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
     if exact_dtype and actual.dtype != expected.dtype:
-        return f"{what} has dtype {actual.dtype}, expected {expected.dtype} (the dtype of the inputs)"
+        why = " (the dtype of the inputs)" if expected.is_floating_point() else ""  # masks, ids: their own dtype
+        return f"{what} has dtype {actual.dtype}, expected {expected.dtype}{why}"
     if actual.device != expected.device:
         return f"{what} is on {actual.device}, expected {expected.device}"
     if expected.dtype == torch.bool or actual.dtype == torch.bool:

@@ -10,9 +10,13 @@ def batch_vs_alone(attend, lengths, D=8, dtype=torch.float32, seed=0):
         attention_mask[b, S - L:] = 1
     q, k, v = qkv.to(dtype)
     batch, _ = attend(q, k, v, padded_causal_mask(attention_mask))
+    step, _ = attend(q[..., -1:, :], k, v, padded_causal_mask(attention_mask, T=1))
     worst = 0.0
     for b, L in enumerate(lengths):
         q1, k1, v1 = qkv[:, b:b + 1, :, S - L:].to(dtype)
-        alone, _ = attend(q1, k1, v1, padded_causal_mask(torch.ones(1, L, dtype=torch.long)))
-        worst = max(worst, (batch[b, :, S - L:].float() - alone[0].float()).abs().max().item())
+        real = torch.ones(1, L, dtype=torch.long)
+        alone, _ = attend(q1, k1, v1, padded_causal_mask(real))
+        alone_step, _ = attend(q1[..., -1:, :], k1, v1, padded_causal_mask(real, T=1))
+        worst = max(worst, (batch[b, :, S - L:].float() - alone[0].float()).abs().max().item(),
+                    (step[b].float() - alone_step[0].float()).abs().max().item())
     return worst

@@ -1,5 +1,5 @@
-"""The batch check pads on the right, where a dropped pad mask hides: real queries never reach the pads."""
-# feedback: with right padding a dropped pad mask hides
+"""The batch check pads on the right: a dropped pad mask hides there, and the last column (the decoding step's query) is a pad for the shorter rows."""
+# feedback: under left padding, the last L columns of each row
 # cell: batch_vs_alone
 def batch_vs_alone(attend, lengths, D=8, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -10,11 +10,15 @@ def batch_vs_alone(attend, lengths, D=8, dtype=torch.float32, seed=0):
         attention_mask[b, :L] = 1
     q, k, v = qkv.to(dtype)
     batch, _ = attend(q, k, v, padded_causal_mask(attention_mask))
-    if not torch.isfinite(batch).all():
+    step, _ = attend(q[..., -1:, :], k, v, padded_causal_mask(attention_mask, T=1))
+    if not (torch.isfinite(batch).all() and torch.isfinite(step).all()):
         return float("inf")
     worst = 0.0
     for b, L in enumerate(lengths):
         q1, k1, v1 = qkv[:, b:b + 1, :, :L].to(dtype)
-        alone, _ = attend(q1, k1, v1, padded_causal_mask(torch.ones(1, L, dtype=torch.long)))
-        worst = max(worst, (batch[b, :, :L].float() - alone[0].float()).abs().max().item())
+        real = torch.ones(1, L, dtype=torch.long)
+        alone, _ = attend(q1, k1, v1, padded_causal_mask(real))
+        alone_step, _ = attend(q1[..., -1:, :], k1, v1, padded_causal_mask(real, T=1))
+        worst = max(worst, (batch[b, :, :L].float() - alone[0].float()).abs().max().item(),
+                    (step[b].float() - alone_step[0].float()).abs().max().item())
     return worst

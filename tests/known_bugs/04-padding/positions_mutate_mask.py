@@ -1,5 +1,5 @@
 """Counts positions in place on attention_mask.long(), which is the caller's own tensor when it is already long."""
-# feedback: changed attention_mask in place
+# feedback: changed its input `attention_mask` in place
 # cell: position_ids
 def position_ids(attention_mask):
     if attention_mask.dim() != 2:

@@ -1,5 +1,5 @@
 """split_heads transposes axes 1 and 3 (T and D) instead of 1 and 2, giving (B, D, H, T)."""
-# feedback: transpose the wrong axes
+# feedback: transposed the wrong axes
 # cell: split_heads
 def split_heads(x, n_heads):
     B, T, C = x.shape
