@@ -28,6 +28,10 @@ GENERATION_MISTAKES = {
         "your position ids restart instead of continuing: a new token's position counts every real "
         "token before it, the cached ones included (position_ids of the whole mask, last T columns)"
     ),
+    "chunk_positions_restart": (
+        "your position ids restart at every prefill chunk: a chunk's positions count the real tokens of "
+        "the earlier chunks too (position_ids of the mask so far, last T columns)"
+    ),
 }
 # (Positions not shifted for left padding are no mistake to diagnose here: rotary scores depend on
 # m - n only, so shifting every position of a sequence by its pad count changes nothing.)
@@ -47,7 +51,7 @@ def _variant_inputs(mistake: str | None, mask: Tensor, T: int, decoding: bool) -
         causal = torch.ones(T, S, dtype=torch.bool, device=mask.device).tril()  # top-left: wrong if T != S
     else:
         causal = causal_mask(T, S, device=mask.device)  # (T, S)
-    if mistake == "positions_restart":
+    if mistake == "positions_restart" or (mistake == "chunk_positions_restart" and not decoding):
         positions = position_ids(mask[:, -T:])  # counts the new columns only: restarts at 0
     else:
         positions = position_ids(mask)[:, -T:]  # (B, S) -> (B, T)
