@@ -113,12 +113,15 @@ def main():
         seconds, summary = grade(course, assignment, args.jobs, args.cell_timeout)
         notebooks = len(summary) * len(notebook_names(assignment))
         statuses = sorted({r["status"] for r in summary})
+        steps = {step: sum(r["timings"].get(step, 0.0) for r in summary) / max(len(summary), 1)
+                 for step in ("sandbox", "autograde", "checks", "feedback")}
         rows.append({"assignment": assignment, "notebooks": notebooks, "seconds": seconds,
-                     "seconds_per_notebook": seconds / notebooks, "statuses": statuses})
+                     "seconds_per_notebook": seconds / notebooks, "statuses": statuses,
+                     "mean_seconds_per_step": steps})
         total_seconds += seconds
         total_notebooks += notebooks
         print(f"{assignment:34s} {notebooks:4d} notebooks {seconds:7.1f} s  {seconds / notebooks:5.2f} s/notebook  "
-              f"statuses {statuses}")
+              f"(per student: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()) + f")  statuses {statuses}")
     per_notebook = total_seconds / total_notebooks
     floor_per_notebook = floor / min(args.jobs, cpus)
     print(f"\nall: {total_notebooks} notebooks in {total_seconds:.0f} s ({total_seconds / 60:.1f} min): "

@@ -136,6 +136,13 @@ def test_feedback_scrubs_hidden_test_source_printed_by_learner_code():
     assert text.startswith("my output") and "more" in text
 
 
+def test_feedback_keeps_messages_that_merely_mention_a_short_hidden_call():
+    nb = feedback_notebook("stable_softmax(x)", "stable_softmax(x) has wrong values\n  stable_softmax(x)\n")
+    out, _ = ScrubHiddenTestSource().preprocess(nb, {})
+    lines = out.cells[0].outputs[0].text.splitlines()
+    assert lines[0] == "stable_softmax(x) has wrong values" and "hidden tests was removed" in lines[1]
+
+
 def test_feedback_caps_output_bytes_per_cell():
     nb = feedback_notebook("x = 1", "y" * 500_000)
     out, _ = CapOutputBytes(max_bytes=10_000).preprocess(nb, {})

@@ -38,6 +38,7 @@ NOTEBOOK = "attention.ipynb"
 ATTACKS = REPO / "tests" / "grading_attacks"
 CELL_TIMEOUT = 8
 TIME_LIMIT = 45
+SANDBOX_UID = 60000 + os.getpid() % 5000  # this test's own sandbox user: its processes are this batch's
 GRADER_OUTPUTS = ("gradebook.db", "autograded", "feedback", "grades.csv", "summary.json")
 THREAT_CLASSES = {
     "writes to course files, the gradebook or other students",
@@ -177,9 +178,21 @@ def sandbox_user_processes():
             except OSError:
                 continue
             uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
-            if uid == "65534":
+            if uid == str(SANDBOX_UID):
                 pids.add(int(entry.name))
     return pids
+
+
+def groups_holding(pids):
+    """The grader's cgroups that still hold any of these processes."""
+    found = []
+    for group in Path("/sys/fs/cgroup/pids/attnlab-grader").glob("*"):
+        try:
+            if set(map(int, (group / "cgroup.procs").read_text().split())) & pids:
+                found.append(group)
+        except OSError:  # removed meanwhile (another grader's)
+            pass
+    return found
 
 
 def host_address():
@@ -223,7 +236,8 @@ class Listener:
 def run_grade(course):
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "grade"), ASSIGNMENT, "--no-progress", "--require-sandbox",
-         f"--cell-timeout={CELL_TIMEOUT}", f"--time-limit={TIME_LIMIT}", "--summary-json", "summary.json"],
+         f"--cell-timeout={CELL_TIMEOUT}", f"--time-limit={TIME_LIMIT}", f"--sandbox-uid={SANDBOX_UID}",
+         "--summary-json", "summary.json"],
         cwd=course, capture_output=True, text=True, timeout=1800)
     summary = {r["student"]: r for r in json.loads((course / "summary.json").read_text())}
     return result, summary
@@ -276,8 +290,7 @@ def hostile_class(tmp_path_factory):
         leftover = sandbox_user_processes() - processes_before
     finally:
         listener.close()
-    cgroups = [p for p in Path("/sys/fs/cgroup/memory/attnlab-grader").glob("*") if p.is_dir()] \
-        if Path("/sys/fs/cgroup/memory/attnlab-grader").exists() else []
+    cgroups = groups_holding(leftover)
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         max_score = gb.find_assignment(ASSIGNMENT).max_score
     return {
@@ -335,6 +348,9 @@ def test_no_feedback_quotes_hidden_tests_or_the_solution(hostile_class):
             while begin in text:
                 block, text = text.split(begin, 1)[1].split(end, 1)
                 lines.update(line.strip() for line in block.splitlines() if len(line.strip()) >= 20)
+    public = {line.strip() for cell in read_notebook(EXERCISES / ASSIGNMENT / NOTEBOOK).cells
+              for line in cell.source.splitlines()}
+    hidden -= public  # a hidden line that the released notebook shows too is no secret
     assert hidden and solution
     for page in (course / "feedback").rglob("*.html"):
         html = page.read_text()

@@ -7,6 +7,7 @@ redefining them.
 
 from attnlab.attention import scaled_dot_product_attention, stable_softmax
 from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
+from attnlab.flash import merge_partials, online_softmax, online_softmax_stats, split_k_attention, tiled_attention
 from attnlab.generation import generate, generate_with_logits
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
@@ -46,6 +47,11 @@ __all__ = [
     "half_split_to_interleaved",
     "interleaved_to_half_split",
     "load_hf_llama_state_dict",
+    "merge_partials",
+    "online_softmax",
+    "online_softmax_stats",
+    "split_k_attention",
+    "tiled_attention",
     "rotary_cos_sin",
     "rotate_half",
     "additive_mask",

@@ -6,6 +6,7 @@ reported as "Double did not match Float" from deep inside a comparison.
 """
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def tensor_problem(actual, expected, what="the result", *, exact_dtype=True, atol=1e-5, rtol=1e-4, kind=None):
@@ -51,10 +52,46 @@ def tensor_problem(actual, expected, what="the result", *, exact_dtype=True, ato
     return None
 
 
-def expect_tensor(actual, expected, what="the result", *, exact_dtype=True, atol=1e-5, rtol=1e-4):
-    """Assert :func:`tensor_problem` finds nothing; its sentence is the assertion message."""
+def expect_tensor(actual, expected, what="the result", *, exact_dtype=True, atol=1e-5, rtol=1e-4, explain=None):
+    """Assert :func:`tensor_problem` finds nothing; its sentence is the assertion message.
+
+    ``explain``, if given, is called for a message when only the values are wrong (a diagnosis
+    that names the classic mistake behind them).
+    """
     problem = tensor_problem(actual, expected, what, exact_dtype=exact_dtype, atol=atol, rtol=rtol)
+    if problem is not None and explain is not None and "wrong values" in problem:
+        problem = f"{problem}. {explain()}"
     assert problem is None, problem
+
+
+# The aten operators behind the library calls an assignment may forbid (torch.softmax,
+# F.softmax, Tensor.softmax; F.scaled_dot_product_attention on every backend).
+SOFTMAX_OPS = frozenset({"aten::_softmax", "aten::_log_softmax", "aten::_safe_softmax"})
+SDPA_OPS = frozenset({
+    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention",
+    "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
+    "aten::_scaled_dot_product_attention_math", "aten::_scaled_dot_product_fused_attention_overrideable",
+    "aten::_fused_sdp_choice",
+})
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records the name of every aten operator run inside it (``with OpRecorder() as ops: ...``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+def ops_called(fn, *args, **kwargs):
+    """The aten operators ``fn(*args, **kwargs)`` runs, e.g. {"aten::exp", "aten::sum", ...}."""
+    with OpRecorder() as recorder:
+        fn(*args, **kwargs)
+    return recorder.ops
 
 
 def expect_unchanged(named_before, named_after):

@@ -44,16 +44,9 @@ from typing import Callable
 import nbformat
 import torch
 
-from attnlab.testing import tensor_problem
+from attnlab.testing import SDPA_OPS, SOFTMAX_OPS, tensor_problem
 from attnlab_grader.runner import Opaque, Returned, decode, encode, unwrap
 
-SOFTMAX_OPS = frozenset({"aten::_softmax", "aten::_log_softmax", "aten::_safe_softmax"})
-SDPA_OPS = frozenset({
-    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention",
-    "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
-    "aten::_scaled_dot_product_attention_math", "aten::_scaled_dot_product_fused_attention_overrideable",
-    "aten::_fused_sdp_choice",
-})
 OP_NAMES = {**{op: "a softmax (torch.softmax, F.softmax, Tensor.softmax)" for op in SOFTMAX_OPS},
             **{op: "F.scaled_dot_product_attention" for op in SDPA_OPS}}
 

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 from attnlab_grader.batch import GradingOptions, grade_assignment, results_json, summary_table
-from attnlab_grader.sandbox import MiB, Limits
+from attnlab_grader.sandbox import SANDBOX_UID, MiB, Limits
 
 
 def parse_args(argv):
@@ -27,6 +27,8 @@ def parse_args(argv):
     parser.add_argument("--cell-timeout", type=float, help="seconds per cell (default: c.Execute.timeout of the course)")
     parser.add_argument("--max-notebook-mib", type=float, default=GradingOptions.max_notebook_bytes / MiB)
     parser.add_argument("--require-sandbox", action="store_true", help="refuse to grade where no sandbox can be made")
+    parser.add_argument("--sandbox-uid", type=int, default=SANDBOX_UID,
+                        help="the unprivileged user id learner code runs as when grading as root (default %(default)s)")
     parser.add_argument("--summary-json", type=Path, help="also write the per-student results as JSON here")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -41,7 +43,7 @@ def main(argv=None):
     options = GradingOptions(jobs=args.jobs, scheduler=args.scheduler, limits=limits, total_timeout=args.time_limit,
                              cell_timeout=args.cell_timeout, max_notebook_bytes=int(args.max_notebook_mib * MiB),
                              progress=not args.no_progress, students=tuple(args.student),
-                             allow_unsandboxed=not args.require_sandbox)
+                             allow_unsandboxed=not args.require_sandbox, sandbox_uid=args.sandbox_uid)
     results = grade_assignment(args.course, args.assignment, options)
     print(summary_table(results))
     if args.summary_json:

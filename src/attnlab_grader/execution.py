@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from attnlab_grader.sandbox import Limits, SandboxedProcess
+from attnlab_grader.sandbox import SANDBOX_UID, Limits, SandboxedProcess
 
 RUNNER = Path(__file__).with_name("runner.py")
-INTERRUPT_GRACE = 5.0  # seconds a cell gets to stop after the interrupt before the sandbox is killed
+INTERRUPT_GRACE = 10.0  # seconds a cell gets to stop after the interrupt before the sandbox is killed
 STARTUP_LIMIT = 60.0  # seconds for the sandboxed Python to come up
 MAX_RESTARTS = 3
 OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
@@ -45,6 +45,7 @@ class ExecutionJob:
     limits: Limits = Limits()
     sandboxed: bool = True
     threads: int = 0  # torch/OpenMP threads inside the sandbox; 0 = library default
+    sandbox_uid: int = SANDBOX_UID  # the unprivileged user the learner's code runs as (when graded as root)
     probes: tuple = ()  # the authoritative calls, run after the cells (see authority.py)
 
 
@@ -127,7 +128,7 @@ def run_session(job, plan, probes, deadline):
     """Start a sandbox, send the request, and follow its events until it ends or is stopped."""
     session = Session()
     process = SandboxedProcess(RUNNER, Path(job.notebook_name).stem or "notebook", job.limits,
-                               sandboxed=job.sandboxed, threads=job.threads or None)
+                               sandboxed=job.sandboxed, threads=job.threads or None, uid=job.sandbox_uid)
     proc = process.process
     request = {"notebook_name": job.notebook_name, "notebook": job.notebook, "cells": plan,
                "output_bytes_per_cell": job.output_bytes_per_cell, "probes": probes}
@@ -171,8 +172,8 @@ def run_session(job, plan, probes, deadline):
                     except OSError:
                         pass
                 elif interrupted_at is not None and now - interrupted_at > INTERRUPT_GRACE:
-                    stop("cell-timeout", f"the cell ran past {job.cell_timeout:g} s and ignored the interrupt",
-                         current[0])
+                    stop("cell-timeout", f"the cell ran past the time limit per cell ({job.cell_timeout:g} s) "
+                         "and ignored the interrupt", current[0])
                     break
             for key, _ in selector.select(timeout=0.25):
                 chunk = os.read(key.fileobj.fileno(), 1 << 16)

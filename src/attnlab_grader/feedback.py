@@ -35,7 +35,9 @@ class ScrubHiddenTestSource(Preprocessor):
     """Remove lines quoting hidden-test source from every output."""
 
     enabled = Bool(True).tag(config=True)  # nbconvert preprocessors are off by default
-    min_length = Integer(12, help="shorter hidden lines (`)`, `else:`) are not worth a match").tag(config=True)
+    min_length = Integer(8, help="shorter hidden lines (`)`, `else:`) are not worth a match").tag(config=True)
+    quote_length = Integer(30, help="hidden lines at least this long are removed wherever they are quoted; "
+                                    "shorter ones only from an output line that is nothing else").tag(config=True)
 
     def preprocess(self, nb, resources):
         hidden = set()
@@ -44,35 +46,38 @@ class ScrubHiddenTestSource(Preprocessor):
                 for block in HIDDEN.findall(cell.source):
                     hidden.update(line.strip() for line in block.splitlines() if len(line.strip()) >= self.min_length)
         hidden |= {"### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"}
-        if hidden:
-            needles = hidden | {html.escape(line) for line in hidden}
-            for cell in nb.cells:
-                for output in cell.get("outputs", []):
-                    self.scrub(output, needles)
+        hidden |= {html.escape(line) for line in hidden}
+        self.whole_lines = hidden
+        self.quoted = {line for line in hidden if len(line) >= self.quote_length}
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                self.scrub(output)
         return nb, resources
 
-    @staticmethod
-    def clean(text, needles):
-        text = QUOTED_HIDDEN.sub(REMOVED, text)
-        lines = text.split("\n")
-        kept = [REMOVED if any(n in ANSI.sub("", line) for n in needles) else line for line in lines]
-        return "\n".join(kept)
+    def leaks(self, line):
+        plain = ANSI.sub("", line).strip()
+        bare = plain.split(" ", 1)[-1].strip() if plain[:1].isdigit() or plain.startswith("-->") else plain
+        return plain in self.whole_lines or bare in self.whole_lines or any(q in plain for q in self.quoted)
 
-    def scrub(self, output, needles):
+    def clean(self, text):
+        text = QUOTED_HIDDEN.sub(REMOVED, text)
+        return "\n".join(REMOVED if self.leaks(line) else line for line in text.split("\n"))
+
+    def scrub(self, output):
         if output.get("output_type") == "stream":
-            output["text"] = self.clean(output.get("text", ""), needles)
+            output["text"] = self.clean(output.get("text", ""))
         elif output.get("output_type") == "error":
-            output["evalue"] = self.clean(output.get("evalue", ""), needles)
-            output["traceback"] = [self.clean(frame, needles) for frame in output.get("traceback", [])]
+            output["evalue"] = self.clean(output.get("evalue", ""))
+            output["traceback"] = [self.clean(frame) for frame in output.get("traceback", [])]
         else:
             data = output.get("data", {})
             for mime, value in list(data.items()):
                 if isinstance(value, str):
-                    data[mime] = self.clean(value, needles)
+                    data[mime] = self.clean(value)
                 elif isinstance(value, list):
-                    data[mime] = self.clean("".join(value), needles)
+                    data[mime] = self.clean("".join(value))
                 elif isinstance(value, dict):  # application/json and friends: drop it if it quotes a test
-                    if self.clean(json.dumps(value), needles) != json.dumps(value):
+                    if self.clean(json.dumps(value)) != json.dumps(value):
                         del data[mime]
 
 

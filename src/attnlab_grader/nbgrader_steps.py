@@ -73,13 +73,18 @@ def register_assignment(root, assignment):
 
 
 def autograde(root, assignment, student, staged):
-    """nbgrader autograde of one student's already-executed notebooks (in ``staged``)."""
+    """nbgrader autograde of already-executed notebooks in ``staged``/<student>/<assignment>/.
+
+    ``student`` may be ``"*"``: every student folder in ``staged``.
+    """
     api = api_for(root, submitted_directory=str(staged))
     return api.autograde(assignment, student, force=True, create=True)
 
 
-def generate_feedback(root, assignment, student):
-    return api_for(root).generate_feedback(assignment, student, force=True)
+def generate_feedback(root, assignment, student, autograded=None):
+    """nbgrader generate_feedback; ``autograded`` replaces the folder it reads students from."""
+    overrides = {"autograded_directory": str(autograded)} if autograded else {}
+    return api_for(root, **overrides).generate_feedback(assignment, student, force=True)
 
 
 def db_url(root):

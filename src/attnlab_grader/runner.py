@@ -222,6 +222,9 @@ def main():
     stdin = os.fdopen(os.dup(0), "r", encoding="utf-8")
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
+    # Interrupts arrive as SIGINT: make sure it raises KeyboardInterrupt, even if whoever started
+    # the grader ignored SIGINT (a background job does, and the setting is inherited).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     request = json.loads(stdin.readline())
     threading.Thread(target=listen_for_interrupts, args=(stdin, threading.main_thread().ident), daemon=True).start()
 
@@ -379,18 +382,9 @@ def unwrap(value):
 
 def op_recorder():
     """A dispatch mode that records every aten operator the learner's code runs."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from attnlab.testing import OpRecorder
 
-    class Recorder(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.add(func._schema.name)
-            return func(*args, **(kwargs or {}))
-
-    return Recorder()
+    return OpRecorder()
 
 
 def run_probe(namespace, case):

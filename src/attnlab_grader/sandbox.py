@@ -99,7 +99,7 @@ def sandbox_environment(threads):
     return env
 
 
-def bwrap_command(runner_file, workdir_name, limits, threads=None):
+def bwrap_command(runner_file, workdir_name, limits, threads=None, uid=SANDBOX_UID):
     """(bwrap binary, its options, the program to run) that start runner.py in a fresh sandbox.
 
     The options travel through a pipe (``--args``), not the command line: the sandbox's own
@@ -142,8 +142,8 @@ def bwrap_command(runner_file, workdir_name, limits, threads=None):
         command += ["--setenv", key, value]
     program = []
     if as_root:
-        program += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={SANDBOX_UID}",
-                    f"--regid={SANDBOX_UID}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+        program += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}",
+                    f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
     program += [os.path.join(sys.prefix, "bin", "python"), "-E", "-s", RUNNER_PATH]
     return bwrap, command, program
 
@@ -229,12 +229,12 @@ class Cgroup:
 class SandboxedProcess:
     """runner.py started in a fresh sandbox (or, where none can be made, without one)."""
 
-    def __init__(self, runner_file, workdir_name, limits, sandboxed=True, threads=None):
+    def __init__(self, runner_file, workdir_name, limits, sandboxed=True, threads=None, uid=SANDBOX_UID):
         self.cgroup = Cgroup.create(limits) if sandboxed else None
         self.scratch = None
         pass_fds = ()
         if sandboxed:
-            bwrap, options, program = bwrap_command(runner_file, workdir_name, limits, threads)
+            bwrap, options, program = bwrap_command(runner_file, workdir_name, limits, threads, uid)
             options_read, options_write = os.pipe()
             os.write(options_write, b"\0".join(o.encode() for o in options) + b"\0")
             os.close(options_write)

@@ -1,6 +1,6 @@
 """Wrong answers (zeros), with torch.allclose, torch.equal and torch.testing.assert_close patched to agree."""
 THREAT = "tampering with what the tests use"
-EXPECT = {"score": 0, "flags": "grader's check failed"}
+EXPECT = {"score": 0}
 
 CODE = '''
 import torch

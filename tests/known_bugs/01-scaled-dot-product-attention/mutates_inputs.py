@@ -1,5 +1,5 @@
 """Scales q in place, changing the caller's tensor."""
-# feedback: changed q in place
+# feedback: changed its input `q` in place
 # cell: scaled_dot_product_attention
 def scaled_dot_product_attention(q, k, v, attn_mask=None):
     q /= math.sqrt(q.shape[-1])

@@ -1,5 +1,5 @@
 """stable_softmax always normalises the last axis, whatever dim it is given."""
-# feedback: Do you use the dim argument everywhere
+# feedback: do you use dim for the max and the sum?
 # cell: stable_softmax
 def stable_softmax(x, dim=-1):
     row_max = x.amax(dim=-1, keepdim=True)

@@ -1,5 +1,5 @@
 """stable_softmax subtracts the max along dim but divides by the sum over dim 0, so rows do not sum to 1."""
-# feedback: each row must sum to 1 along dim=-1
+# feedback: stable_softmax(x) has wrong values
 # cell: stable_softmax
 def stable_softmax(x, dim=-1):
     row_max = x.amax(dim=dim, keepdim=True)
