@@ -111,6 +111,8 @@ def drive_generate(learner, inputs):
         report = {"tokens": result[0], "logits": result[1]}
         if inputs["report"] == "tokens, logits and dtype":
             report["dtype of the tokens"] = getattr(result[0], "dtype", None)
+            report["the logits carry an autograd graph (not run under torch.no_grad())"] = \
+                getattr(result[1], "requires_grad", None)
         return report
     if inputs["report"] == "nothing":
         return "returned"
