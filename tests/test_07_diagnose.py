@@ -66,3 +66,22 @@ def test_explain_cache_update():
     bad = k.clone()
     bad[:, :, 0] = 0
     assert "wrong slot" in explain_cache_update(2, 3, 1, bad, k)
+
+
+def test_explain_cache_update_names_the_slots_and_types():
+    k = torch.randn(1, 2, 4, 3)
+    assert "must be an int" in explain_cache_update(2, torch.tensor(4), 2, k, k)
+    assert "must return (k_all, v_all) tensors" in explain_cache_update(2, 4, 2, None, k)
+    assert "dtype torch.float64" in explain_cache_update(2, 4, 2, k.double(), k)
+    new_wrong = k.clone()
+    new_wrong[:, :, 3] = 0  # only this update's slot: not an overwrite of the old ones
+    message = explain_cache_update(2, 4, 2, new_wrong, k)
+    assert "slots [3]" in message and "overwrites" not in message
+
+
+def test_chunk_positions_restart_is_named_only_for_a_chunked_prefill(setup):
+    model, ids, mask = setup
+    _, want = generate_with_logits(model, ids, mask, 4, use_cache=False)
+    _, one_shot = greedy_with_mistake(model, ids, mask, 4, None, "chunk_positions_restart")
+    assert torch.allclose(one_shot, want, atol=1e-5)  # one chunk: its positions are the whole prompt's
+    assert "prefill chunk" not in explain_generation_mismatch(model, ids, mask, one_shot + 1.0, None)

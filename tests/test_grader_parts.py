@@ -208,3 +208,17 @@ def test_forbidden_names_in_the_source(source, found):
     from attnlab_grader.authority import forbidden_in_source
 
     assert forbidden_in_source(source, {"causal_mask", "scaled_dot_product_attention"}) == found
+
+
+def test_forbidden_names_are_found_in_attributes_imports_and_strings_but_not_bare_names():
+    from attnlab_grader.authority import forbidden_in_source
+
+    names = {"softmax", "generate_with_logits", "diagnose"}
+    assert forbidden_in_source("y = F.softmax(x, -1)", names) == {"softmax"}
+    assert forbidden_in_source("from torch.nn.functional import softmax", names) == {"softmax"}
+    assert forbidden_in_source("from attnlab import generate_with_logits as g", names) == {"generate_with_logits"}
+    assert forbidden_in_source("from attnlab.diagnose import greedy_with_mistake", names) == {"diagnose"}
+    assert forbidden_in_source("import attnlab.diagnose as d", names) == {"diagnose"}
+    assert forbidden_in_source("f = getattr(attnlab, 'generate_with_logits')", names) == {"generate_with_logits"}
+    assert forbidden_in_source("def softmax(x):\n    return softmax(x)", names) == set()
+    assert forbidden_in_source("from mylib import softmax\nimport numpy", names) == set()

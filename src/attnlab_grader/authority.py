@@ -163,10 +163,10 @@ def inputs_changed(pristine, after, path="input"):
 def forbidden_in_source(source, names):
     """Forbidden library names in a piece of learner code.
 
-    Attribute access (``F.softmax``, ``x.softmax``), imports from torch or from the course's
-    own package (``from torch import softmax``, ``from attnlab import causal_mask``) and strings
-    that name them (``getattr(F, "softmax")``). Bare names are not counted: the learner's own
-    function may share a library function's name.
+    Attribute access (``F.softmax``, ``x.softmax``), imports from torch or attnlab (``from torch
+    import softmax``, ``from attnlab.diagnose import ...`` where ``diagnose`` is a forbidden name)
+    and strings that name them (``getattr(F, "softmax")``). Bare names are not counted: the
+    learner's own function may share a library function's name.
     """
     try:
         tree = ast.parse(source)
@@ -178,6 +178,9 @@ def forbidden_in_source(source, names):
             found.add(node.attr)
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("torch", "attnlab"):
             found.update(alias.name for alias in node.names if alias.name in names)
+            found.update(part for part in node.module.split(".") if part in names)
+        elif isinstance(node, ast.Import):
+            found.update(part for alias in node.names for part in alias.name.split(".") if part in names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
             found.add(node.value)
     return found

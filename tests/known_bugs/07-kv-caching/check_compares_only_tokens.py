@@ -1,5 +1,5 @@
 """The check compares only the greedy tokens and reports a logit difference of 0 when they agree."""
-# feedback: compare the logits of every step
+# feedback: the largest |cached - uncached| logit difference
 # cell: compare_cached_uncached
 def compare_cached_uncached(generate_fn, model, input_ids, attention_mask, max_new_tokens, prefill_chunk=None):
     '''(same_tokens, max_diff) between generate_fn and uncached greedy decoding.

@@ -1,5 +1,5 @@
 """Writes the pad id into the caller's input_ids in place."""
-# feedback: input_ids in place
+# feedback: input `input_ids` in place
 # cell: greedy_generate
 def greedy_generate(model, input_ids, attention_mask, max_new_tokens, prefill_chunk=None):
     '''Greedy decoding with one KVCache per layer: prefill, then one token at a time.
