@@ -147,3 +147,56 @@ def test_library_attention_forbidden_catches_aliases_and_restores_everything():
     torch.testing.assert_close(F.softmax(x, -1), torch.special.softmax(x, -1))
     assert alias(x[None], x[None], x[None])[0].shape == (1, 2, 5)
     assert "softmax" not in torch.Tensor.__dict__, "the inherited Tensor.softmax must come back, not a copy"
+
+
+def test_nan_is_blamed_on_what_can_cause_it_there():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, generator=gen)  # no -inf anywhere
+    blocks = list(x.split(3, dim=-1))
+    nan = torch.full((2, 1), float("nan"))
+    message = explain_stats_mismatch((nan, nan), blocks)  # what keeping the streamed blocks gives
+    assert "reused buffer" in message and "-inf - -inf" not in message, message
+    masked = x.clone()
+    masked[0] = float("-inf")
+    m, l = stats_with_mistake(list(masked.split(3, dim=-1)))
+    message = explain_stats_mismatch((m, l.masked_fill(torch.isinf(m), float("nan"))), list(masked.split(3, dim=-1)))
+    assert "-inf - -inf = NaN" in message and "rows that do have allowed keys" not in message, message
+    l_nan = torch.tensor([[1.0], [float("nan")]])
+    message = explain_stats_mismatch((x.amax(-1, keepdim=True), l_nan), blocks)  # NaN in a row with no -inf at all
+    assert "not -inf - -inf" in message, message
+
+    q, k, v, _ = case()
+    out, lse = tiled_with_mistake(q, k, v, 3, 4)
+    out[0, 1] = float("nan")  # a row without any masked block: overflow, not -inf - -inf
+    message = explain_tiled_mismatch((out.float(), lse.float()), q.float(), k.float(), v.float(), 3, 4)
+    assert "not -inf - -inf" in message and "largest score" in message, message
+
+    outputs = [torch.randn(1, 2, 3, generator=gen) for _ in range(2)]
+    lses = [torch.randn(1, 2, generator=gen) for _ in range(2)]  # small: exp(lse_i) cannot overflow
+    got = merge_with_mistake(outputs, lses)
+    got[0][0, 0] = float("nan")
+    message = explain_merge_mismatch(got, outputs, lses)
+    assert "without their maxima" not in message and "did not overflow" in message, message
+
+
+def test_mistakes_that_give_the_same_result_are_all_named():
+    # T=3 queries after 4 cached keys, blocks of 2 x 3: dropping the ragged last key block and stopping
+    # the causal loop one block early both lose key 6, so neither alone may be blamed.
+    gen = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, n, 8, generator=gen, dtype=torch.float64) for n in (3, 7, 7))
+    wrong, wrong_lse = tiled_with_mistake(q, k, v, 2, 3, True, None, "ragged_k")
+    same, _ = tiled_with_mistake(q, k, v, 2, 3, True, None, "skip_floor")
+    assert torch.allclose(wrong, same)
+    message = explain_tiled_mismatch((wrong, wrong_lse), q, k, v, 2, 3, True)
+    assert "one of these mistakes" in message
+    assert TILED_MISTAKES["ragged_k"] in message and TILED_MISTAKES["skip_floor"] in message, message
+
+
+def test_empty_rows_that_are_not_zero_are_named_without_guessing_a_cause():
+    q, k, v, keys = case()
+    right, lse = tiled_with_mistake(q, k, v, 3, 4, True, keys)
+    empty = ~(keys & torch.ones(7, 11, dtype=torch.bool).tril(4)).any(-1)  # (B, T): queries with no allowed key
+    assert empty.any()
+    wrong = right.masked_scatter(empty[..., None].expand_as(right), v.mean(-2, keepdim=True).expand_as(right))
+    message = explain_tiled_mismatch((wrong, lse), q, k, v, 3, 4, True, keys)
+    assert "only the queries with no allowed key are wrong" in message, message

@@ -21,9 +21,25 @@ NAN_FROM_EMPTY_BLOCK = (
     "the running maximum is still -inf and exp(score - max) computes -inf - -inf = NaN. "
     "While the maximum is -inf, subtract 0 (or any finite number) instead"
 )
+NAN_FROM_REUSED_BUFFER = (
+    "m is NaN although no logit is NaN: the blocks stream through one reused buffer, so a block you kept "
+    "(list(blocks), or a reference saved for later) is overwritten once the next one is read. Read each block "
+    "once, as it comes, and keep only m and l"
+)
+NAN_FROM_OVERFLOW = (
+    "NaN in rows that have no fully masked block, so it is not -inf - -inf: look for inf - inf, inf / inf or "
+    "0 * inf, e.g. exp() of a score that was not shifted by the running maximum (the largest {what} here is "
+    "{largest:.4g}), or exp(m_new - m_old) while m_old is still -inf"
+)
 NAN_IN_EMPTY_ROWS = (
-    "NaN in fully masked rows (queries with no allowed key): their denominator l is 0 and acc / l = 0 / 0. "
-    "Return a zero output for them (e.g. divide by l.clamp_min(tiny)) and lse = -inf"
+    "NaN in fully masked rows (queries with no allowed key). Two steps give NaN there: exp(score - m) while their "
+    "running maximum m is still -inf (-inf - -inf = NaN: subtract a finite number instead), and acc / l with "
+    "their denominator l = 0 (0 / 0 = NaN: divide by l.clamp_min(tiny)). Return a zero output for them and "
+    "lse = -inf"
+)
+NAN_FROM_MASKED_LOGITS = (
+    "NaN in rows with a block of all -inf logits (a masked block): while the running maximum is still -inf, "
+    "exp(x - max) computes -inf - -inf = NaN. While the maximum is -inf, subtract 0 (or any finite number) instead"
 )
 
 STATS_MISTAKES = {
@@ -92,6 +108,14 @@ def _tolerance(dtype: torch.dtype) -> float:
     return {torch.float16: 5e-3, torch.bfloat16: 4e-2, torch.float32: 1e-4}.get(dtype, 1e-8)
 
 
+def _looks_like(matches: list[str], where: str) -> str:
+    """Name the mistake whose replay gave the learner's result; if several do, name them all, not one."""
+    if len(matches) == 1:
+        return f"Looks like {matches[0]} {where}"
+    return ("Looks like one of these mistakes, which give the same result on these inputs: "
+            + "; or ".join(matches) + f" {where}")
+
+
 # ---------------------------------------------------------------- online softmax
 
 
@@ -146,21 +170,38 @@ def explain_stats_mismatch(got: object, blocks: list[Tensor], atol: float | None
     if m.dtype != want_dtype or l.dtype != want_dtype:
         return f"m and l must be {want_dtype} (accumulate in float32 or wider), got {m.dtype} and {l.dtype} {where}"
     if torch.isnan(m).any() or torch.isnan(l).any():
-        return f"NaN in m or l: {NAN_FROM_EMPTY_BLOCK} {where}"
+        return f"NaN in m or l: {_why_nan(m, l, blocks)} {where}"
     true_m = x.double().amax(dim=-1, keepdim=True)
     true_l = torch.exp(x.double() - true_m.clamp_min(torch.finfo(torch.float64).min)).sum(dim=-1, keepdim=True)
     atol = _tolerance(x.dtype) if atol is None else atol
     if _close(m, true_m, atol) and _close(l, true_l, atol):
         return f"m and l are right {where}"
-    for mistake, description in STATS_MISTAKES.items():
-        wrong_m, wrong_l = stats_with_mistake(blocks, mistake)
-        if _close(m, wrong_m, atol) and _close(l, wrong_l, atol):
-            return f"Looks like {description} {where}"
+    matches = [description for mistake, description in STATS_MISTAKES.items()
+               if all(_close(a, b, atol) for a, b in zip((m, l), stats_with_mistake(blocks, mistake)))]
+    if matches:
+        return _looks_like(matches, where)
     if torch.isinf(l).any() and torch.isfinite(true_l).all():
         return f"l overflowed to inf: {STATS_MISTAKES['no_shift']} {where}"
     if not _close(m, true_m, atol):
         return f"m must be each row's maximum over all blocks (x.amax(-1, keepdim=True)) {where}"
     return f"l must be sum_j exp(x_j - m) with the final m (largest error {(l - true_l).abs().max():.3g}) {where}"
+
+
+def _empty_block_rows(blocks: list[Tensor]) -> Tensor:
+    """Rows that have at least one block of all -inf. Shapes: blocks (*, b) -> (*,)."""
+    return torch.stack([(b == float("-inf")).all(dim=-1) for b in blocks]).any(dim=0)
+
+
+def _why_nan(m: Tensor, l: Tensor, blocks: list[Tensor]) -> str:
+    """Which mistake the NaN in m or l points to, from where it is. Shapes: m, l (*, 1); blocks (*, b)."""
+    x = torch.cat(blocks, dim=-1)  # (*, N)
+    if torch.isnan(m).any() and not torch.isnan(x).any():
+        return NAN_FROM_REUSED_BUFFER
+    nan_rows = (torch.isnan(m) | torch.isnan(l)).squeeze(-1)  # (*,)
+    if not (nan_rows & ~_empty_block_rows(blocks)).any():
+        return NAN_FROM_MASKED_LOGITS
+    finite = x[torch.isfinite(x)]
+    return NAN_FROM_OVERFLOW.format(what="logit", largest=finite.abs().max().item() if finite.numel() else 0.0)
 
 
 def explain_online_softmax_mismatch(got: object, x: Tensor, block_size: int, atol: float | None = None) -> str:
@@ -179,19 +220,27 @@ def explain_online_softmax_mismatch(got: object, x: Tensor, block_size: int, ato
     empty = (x == float("-inf")).all(dim=-1)
     if torch.isnan(got).any():
         if torch.isnan(got[empty]).any():
-            return f"NaN in rows that are all -inf: give them zeros (0 / 0 is NaN) {where}"
-        return f"NaN: {NAN_FROM_EMPTY_BLOCK} {where}"
+            return (f"NaN in rows that are all -inf: give them zeros. There m = -inf and l = 0, so exp(x - m) is "
+                    f"exp(-inf - -inf) and p / l is 0 / 0, both NaN: shift by a finite number, divide by "
+                    f"l.clamp_min(tiny) {where}")
+        blocks = list(x.split(block_size, dim=-1))
+        if not (torch.isnan(got).any(dim=-1) & ~empty & ~_empty_block_rows(blocks)).any():
+            return f"{NAN_FROM_MASKED_LOGITS} {where}"
+        finite = x[torch.isfinite(x)]
+        return f"NaN: {NAN_FROM_OVERFLOW.format(what='logit', largest=finite.abs().max().item())} {where}"
     want = torch.softmax(x.double(), dim=-1).nan_to_num(nan=0.0)
     atol = _tolerance(x.dtype) if atol is None else atol
     if _close(got, want, atol):
         return f"online_softmax is right {where}"
     per_block = torch.cat([torch.softmax(b.double(), dim=-1) for b in x.split(block_size, dim=-1)], dim=-1)
-    if _close(got, per_block, atol):
-        return f"you normalised each block on its own: every row must sum to 1 over all its blocks {where}"
+    matches = ["you normalised each block on its own: every row must sum to 1 over all its blocks"] \
+        if _close(got, per_block, atol) else []
     for mistake, description in STATS_MISTAKES.items():
         m, l = stats_with_mistake(list(x.split(block_size, dim=-1)), mistake)
-        if _close(got, torch.exp(x.double() - m.clamp_min(-1e308)) / l, atol):
-            return f"Looks like {description} {where}"
+        if _close(got, torch.exp(x.double() - m.double().clamp_min(-1e308)) / l.double(), atol):
+            matches.append(description)
+    if matches:
+        return _looks_like(matches, where)
     return f"differs from torch.softmax(x, dim=-1) by up to {(got.double() - want).abs().max():.3g} {where}"
 
 
@@ -319,7 +368,12 @@ def explain_tiled_mismatch(
     empty = ~allowed.any(dim=-1)  # (*, T)
     nan_rows = torch.isnan(out).any(dim=-1)  # (*, T)
     if (nan_rows & ~empty).any():
-        return f"{NAN_FROM_EMPTY_BLOCK} {where}"
+        # (*, T, S) -> one (*, T) per key block of block_k keys: True where the block has no allowed key
+        empty_blocks = torch.stack([~a.any(dim=-1) for a in allowed.split(block_k, dim=-1)]).any(dim=0)
+        if not (nan_rows & ~empty & ~empty_blocks).any():
+            return f"{NAN_FROM_EMPTY_BLOCK} {where}"
+        scores = (q.double() @ k.double().transpose(-2, -1)).abs().max().item() / math.sqrt(q.shape[-1])
+        return f"{NAN_FROM_OVERFLOW.format(what='score', largest=scores)} {where}"
     if nan_rows.any():
         return f"{NAN_IN_EMPTY_ROWS} {where}"
     expected = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=allowed)
@@ -334,10 +388,17 @@ def explain_tiled_mismatch(
             return f"output and lse are right {where}"
         return (f"the output is right but lse is not: it is m + log(l), the log-sum-exp of each row's allowed "
                 f"scores (largest error {(lse.double() - true_lse).abs().masked_fill(empty, 0).max():.3g}) {where}")
+    matches = []
     for mistake, description in TILED_MISTAKES.items():
         wrong, _ = tiled_with_mistake(q, k, v, block_q, block_k, is_causal, attn_mask, mistake)
         if not _close(wrong, expected, atol) and _close(out, wrong, atol):
-            return f"Looks like {description} {where}"
+            matches.append(description)
+    if matches:
+        return _looks_like(matches, where)
+    if empty.any() and _close(out[~empty], expected[~empty], atol):
+        return (f"only the queries with no allowed key are wrong ({int(empty.sum())} of them): they must get a zero "
+                f"output, yours reach {out[empty].double().abs().max():.3g} (a mask filled with a large finite "
+                f"number instead of -inf gives them an average of v) {where}")
     error = (out.double() - expected).abs().max()
     return f"output differs from F.scaled_dot_product_attention by up to {error:.3g} {where}"
 
@@ -396,8 +457,13 @@ def explain_merge_mismatch(got: object, outputs: list[Tensor], lses: list[Tensor
     expected = (weights[..., None] * o).sum(dim=0)
     if not torch.isfinite(out).all():
         bad = ~torch.isfinite(out).all(dim=-1)
+        largest = lse_i[torch.isfinite(lse_i)].max()
+        narrowest = min(torch.finfo(outputs[0].dtype).max, torch.finfo(lses[0].dtype).max)
+        if (bad & ~empty).any() and largest > math.log(narrowest):
+            return "Looks like you are " + MERGE_WITHOUT_MAXIMA.format(lse=largest) + f" {where}"
         if (bad & ~empty).any():
-            return "Looks like you are " + MERGE_WITHOUT_MAXIMA.format(lse=lse_i[torch.isfinite(lse_i)].max()) + f" {where}"
+            return (f"NaN or inf in rows where some partial has allowed keys (the lse_i reach only {largest:.3g}, "
+                    f"so exp() did not overflow): look for -inf - -inf or 0 * inf in the weights {where}")
         return (f"NaN in rows where every partial is empty (all lse_i = -inf): exp(-inf - -inf) = NaN; "
                 f"give them output 0 and lse -inf {where}")
     atol = _tolerance(outputs[0].dtype) if atol is None else atol
@@ -405,10 +471,13 @@ def explain_merge_mismatch(got: object, outputs: list[Tensor], lses: list[Tensor
     lse_ok = _close(lse, true_lse, atol)
     if out_ok and lse_ok:
         return f"merge is right {where}"
+    matches = []
     for mistake, description in MERGE_MISTAKES.items():
         wrong_out, wrong_lse = merge_with_mistake([x.double() for x in outputs], [x.double() for x in lses], mistake)
         if _close(out, wrong_out, atol) and _close(lse, wrong_lse, atol):
-            return f"Looks like {description} {where}"
+            matches.append(description)
+    if matches:
+        return _looks_like(matches, where)
     if out_ok:
         return f"the output is right but lse is not: it is log(sum_i exp(lse_i)) {where}"
     return f"the merged output differs by up to {(out.double() - expected).abs().max():.3g} {where}"

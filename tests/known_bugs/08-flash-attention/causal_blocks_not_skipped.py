@@ -1,4 +1,5 @@
 """Tiled attention: computes every key block and masks the ones right of the diagonal instead of skipping them."""
+# feedback: computed 1.00 of the full work
 # cell: tiled_attention
 def tiled_attention(q, k, v, block_q, block_k, is_causal=False, attn_mask=None):
     """softmax(q k^T / sqrt(D), masked) v, block by block, with the log-sum-exp of each row.

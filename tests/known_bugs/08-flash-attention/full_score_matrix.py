@@ -1,4 +1,5 @@
 """Tiled attention: computes the whole (T, S) score matrix up front and only cuts it into blocks afterwards."""
+# feedback: tile of scores at a time
 # cell: tiled_attention
 def tiled_attention(q, k, v, block_q, block_k, is_causal=False, attn_mask=None):
     """softmax(q k^T / sqrt(D), masked) v, block by block, with the log-sum-exp of each row.

@@ -1,4 +1,5 @@
 """Tiled attention: accepts block sizes below 1."""
+# feedback: without naming the bad values
 # cell: tiled_attention
 def tiled_attention(q, k, v, block_q, block_k, is_causal=False, attn_mask=None):
     """softmax(q k^T / sqrt(D), masked) v, block by block, with the log-sum-exp of each row.

@@ -1,5 +1,5 @@
 """Tiled attention: scales the caller's q in place."""
-# feedback: changed q in place
+# feedback: changed its input `q` in place
 # cell: tiled_attention
 def tiled_attention(q, k, v, block_q, block_k, is_causal=False, attn_mask=None):
     """softmax(q k^T / sqrt(D), masked) v, block by block, with the log-sum-exp of each row.

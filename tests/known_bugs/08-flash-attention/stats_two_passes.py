@@ -1,4 +1,5 @@
 """Online softmax: keeps every block (two passes: first the maximum, then the sum), which a stream does not allow."""
+# feedback: overwritten once the next one is read
 # cell: online_softmax_stats
 def online_softmax_stats(blocks):
     """Row maximum m and denominator l = sum_j exp(x_j - m), in one pass over the blocks.
