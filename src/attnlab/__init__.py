@@ -5,15 +5,15 @@ version that lives here; later chapters import earlier ideas instead of
 redefining them.
 """
 
-from attnlab.attention import scaled_dot_product_attention, stable_softmax
+from attnlab.attention import fast_attention, scaled_dot_product_attention, stable_softmax
 from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
-from attnlab.generation import generate, generate_with_logits
+from attnlab.generation import generate, generate_with_logits, stream_generate
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
 from attnlab.llama import LlamaConfig, LlamaLM, RMSNorm, RotaryAttention, load_hf_llama_state_dict
 from attnlab.masks import additive_mask, attention_mask_for, causal_mask, min_value, padding_mask, position_ids
 from attnlab.multihead import AttentionConfig, KVCacheProtocol, MultiHeadAttention, copy_torch_mha_weights
-from attnlab.rotary import apply_rotary, rotary_cos_sin, rotate_half
+from attnlab.rotary import RopeScaling, apply_rotary, rotary_cos_sin, rotate_half
 from attnlab.tokenizer import CharTokenizer
 
 __all__ = [
@@ -27,10 +27,12 @@ __all__ = [
     "LlamaLM",
     "MultiHeadAttention",
     "RMSNorm",
+    "RopeScaling",
     "RotaryAttention",
     "apply_rotary",
     "cache_nbytes",
     "copy_torch_mha_weights",
+    "fast_attention",
     "generate",
     "generate_with_logits",
     "load_hf_llama_state_dict",
@@ -49,4 +51,5 @@ __all__ = [
     "scaled_dot_product_attention",
     "split_heads",
     "stable_softmax",
+    "stream_generate",
 ]

@@ -143,10 +143,10 @@ class KVCache(_CacheSpec):
         """
         new = self.check_update(k, v, self._length)  # raises before anything is written
         end = self._length + new
-        self.k[:, :, self._length:end].copy_(k)  # (B, Hkv, T, D) into slots [length, end)
-        self.v[:, :, self._length:end].copy_(v)
+        self.k.narrow(2, self._length, new).copy_(k)  # (B, Hkv, T, D) into slots [length, end)
+        self.v.narrow(2, self._length, new).copy_(v)
         self._length = end
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, Hkv, S, D) views
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)  # (B, Hkv, S, D) views
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are kept and reused)."""
