@@ -289,7 +289,7 @@ class MultiHeadAttention(nn.Module):
             attn_mask = causal if attn_mask is None else attn_mask & causal
         out, weights = self.attend(q, k, v, attn_mask)  # (B, H, T, D), (B, H, T, S)
         out = self.merge(out)  # (B, H, T, D) -> (B, T, H*D)
-        return self.output(out), weights
+        return self.output(out), (weights if need_weights else None)
 
     def forward_fast(
         self,
