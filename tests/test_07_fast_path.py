@@ -19,7 +19,7 @@ from torch.nn.attention.bias import causal_lower_right
 
 import attnlab.generation
 from attnlab.attention import fast_attention
-from attnlab.cache import KVCache
+from attnlab.cache import KVCache, StaticKVCache
 from attnlab.fused import FusedLinear
 from attnlab.generation import generate, generate_with_logits
 from attnlab.gqa import GroupedQueryAttention
@@ -239,3 +239,43 @@ def test_decode_loop_never_reads_back_to_the_host(monkeypatch):
         monkeypatch.undo()
         counts.append(reads[0])
     assert counts[0] == counts[1], f"host reads grow with the number of steps: {counts}"
+
+
+# ========================================== static cache (compiled=True), run eagerly
+def test_static_cache_writes_at_the_shared_position():
+    position = torch.zeros(1, dtype=torch.long)
+    cache = StaticKVCache(batch_size=1, n_kv_heads=2, capacity=6, head_dim=4, position=position)
+    k1 = torch.randn(1, 2, 3, 4)
+    k_all, _ = cache.update(k1, k1.clone())
+    assert k_all.shape == (1, 2, 6, 4) and k_all.data_ptr() == cache.k.data_ptr(), "the whole buffer, same address"
+    assert torch.equal(k_all[:, :, :3], k1) and int(position) == 0, "update writes; the caller advances position"
+    position += 3
+    k2 = torch.randn(1, 2, 1, 4)
+    cache.update(k2, k2.clone())
+    assert torch.equal(cache.k[:, :, 3:4], k2) and not cache.k[:, :, 4:].any()
+
+
+@pytest.mark.parametrize("padded,chunk", [(False, None), (True, None), (True, 3)])
+def test_static_decode_loop_equals_the_dynamic_one(monkeypatch, padded, chunk):
+    """The loop of compiled=True (whole-capacity attention, position in a tensor), without compiling it.
+
+    Compiling takes tens of seconds, too long for this suite; ``benchmarks/vs_hf.py`` runs the
+    compiled step and checks its greedy tokens against ``transformers``.
+    """
+    monkeypatch.setattr(attnlab.generation, "compiled_decode_step",
+                        lambda device: attnlab.generation._static_decode_step)
+    fast, _ = twin_models()
+    ids, mask = TOK(PROMPTS if padded else PROMPTS[:1], padding_side="left")
+    want = generate_with_logits(fast, ids, mask, 9, prefill_chunk=chunk)
+    got = generate_with_logits(fast, ids, mask, 9, prefill_chunk=chunk, compiled=True)
+    assert torch.equal(got[0], want[0])
+    assert (got[1] - want[1]).abs().max() <= ATOL
+
+
+def test_compiled_refuses_what_it_cannot_run():
+    fast, teaching = twin_models()
+    ids, mask = TOK(PROMPTS[:1])
+    with pytest.raises(ValueError, match="use_cache=False"):
+        generate(fast, ids, mask, 3, use_cache=False, compiled=True)
+    with pytest.raises(ValueError, match="attention_impl='teaching'"):
+        generate(teaching, ids, mask, 3, compiled=True)

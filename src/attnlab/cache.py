@@ -14,6 +14,9 @@ hands all of them back on every call. Both caches here satisfy
 * :class:`ConcatKVCache` grows by ``torch.cat``: every call copies everything
   cached so far, ``O(S)`` work per call. It is the naive baseline of the
   benchmark (``benchmarks/kv_cache.py``).
+* :class:`StaticKVCache` is preallocated too, but returns the whole buffers
+  and writes at a position held in a tensor: every step has the same shapes,
+  which is what ``torch.compile`` and CUDA graphs need.
 
 Both store ``Hkv`` heads, the heads *before* grouped-query attention expands
 them, so a grouped cache is ``H / Hkv`` times smaller than a multi-head one.
@@ -151,6 +154,66 @@ class KVCache(_CacheSpec):
     def reset(self) -> None:
         """Forget every cached position (the buffers are kept and reused)."""
         self._length = 0
+
+
+@dataclass(eq=False)
+class StaticKVCache(_CacheSpec):
+    """Preallocated cache with *static shapes*: what ``torch.compile`` and CUDA graphs need.
+
+    :class:`KVCache` returns views of the first ``S`` slots, so every decode
+    step has new shapes; a compiled step would be recompiled (or run with
+    dynamic shapes) and a CUDA graph, which replays fixed shapes at fixed
+    addresses, could not be captured at all. This cache writes the ``T`` new
+    positions at slots ``position, ..., position + T - 1`` (``position`` is a
+    one-element tensor that the caller shares between the layers and advances
+    after each call, so no Python number changes from step to step) and
+    returns the *whole* buffers: the caller's mask must hide the slots not yet
+    written. ``update`` checks nothing (it is the inside of a compiled step);
+    the generation loop that builds it checks its inputs once. The buffers are
+    marked as static addresses for CUDA graphs, as ``transformers``'
+    ``StaticCache`` does.
+
+    Shapes:
+        k, v buffers: (B, Hkv, capacity, D); position: (1,) long, shared
+        update: k, v (B, Hkv, T, D) -> the buffers (B, Hkv, capacity, D)
+    """
+
+    position: Tensor | None = None
+    k: Tensor = field(init=False, repr=False)
+    v: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        shape = (self.batch_size, self.n_kv_heads, self.capacity, self.head_dim)  # (B, Hkv, capacity, D)
+        self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if self.position is None:
+            self.position = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._offsets = torch.arange(self.capacity, device=self.device)  # (capacity,)
+        torch._dynamo.mark_static_address(self.k)
+        torch._dynamo.mark_static_address(self.v)
+
+    @property
+    def length(self) -> int:
+        """Slots written so far, as the caller has advanced ``position`` (reads it back: not for loops)."""
+        return int(self.position)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the key and value buffers (the full capacity)."""
+        return self.k.nbytes + self.v.nbytes
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write ``k`` and ``v`` at slots ``position + [0, T)``; return the whole buffers.
+
+        Shapes:
+            k, v: (B, Hkv, T, D)
+            returns: k_all, v_all, each (B, Hkv, capacity, D)
+        """
+        slots = self.position + self._offsets[: k.shape[2]]  # (T,)
+        self.k.index_copy_(2, slots, k)
+        self.v.index_copy_(2, slots, v)
+        return self.k, self.v
 
 
 @dataclass(eq=False)

@@ -72,7 +72,7 @@ class FusedLinear:
     def __call__(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and any(layer.weight.requires_grad for layer in self.layers):
             return torch.cat([layer(x) for layer in self.layers], dim=-1)  # (*, R), with autograd
-        if self._current_pointers() != self._pointers:
+        if not torch.compiler.is_compiling() and self._current_pointers() != self._pointers:
             self.fuse()  # a parameter was replaced (.to(), a new nn.Parameter): rebuild the views
         return F.linear(x, self.weight, self.bias)  # (*, C) @ (C, R) -> (*, R)
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab.cache import KVCache
+from attnlab.cache import KVCache, StaticKVCache
 from attnlab.llama import LlamaLM
 
 
@@ -313,6 +313,18 @@ class DecodeState:
             keys = keys & torch.ones(new, end, dtype=torch.bool, device=keys.device).tril(end - new)
         return keys
 
+    def static_mask(self, end: int, new: int, capacity: int) -> Tensor:
+        """The mask of a prompt chunk over *all* ``capacity`` slots of a :class:`StaticKVCache`.
+
+        The offset-aware causal triangle also hides every slot not written yet.
+
+        Shapes:
+            returns: (B, 1, T, capacity), or (T, capacity) without padding
+        """
+        device = self.positions.device
+        causal = torch.ones(new, capacity, dtype=torch.bool, device=device).tril(end - new)  # (T, capacity)
+        return causal if self.keep is None else self.keep[:, None, None, :] & causal
+
     def position_ids(self, end: int, new: int) -> Tensor:
         """Position ids of the columns ``[end - new, end)``, a view.
 
@@ -368,14 +380,84 @@ def _fast_steps(model, input_ids, attention_mask, max_new_tokens, use_cache, pre
             end += 1
 
 
+def _static_decode_step(model: LlamaLM, token: Tensor, position: Tensor, keep: Tensor | None,
+                        positions: Tensor, caches: list[StaticKVCache]) -> Tensor:
+    """One decode step with static shapes: the function ``torch.compile`` compiles once.
+
+    Every input keeps its shape and (for the caches) its address from step to
+    step; the step number lives in the tensor ``position``, not in Python.
+
+    Shapes:
+        token: (B, 1); position: (1,) long, the slot this token is written to
+        keep: (B, capacity) bool or None; positions: (B, capacity) or (capacity,) position ids
+        returns: logits (B, V)
+    """
+    visible = caches[0]._offsets <= position  # (capacity,): slots written so far, this one included
+    mask = visible[None, None, None, :]  # (1, 1, 1, capacity)
+    if keep is not None:
+        mask = mask & keep[:, None, None, :]  # (B, 1, 1, capacity)
+    ids = positions.index_select(-1, position)  # (B, 1) or (1,)
+    rotary = model.rotary(ids, model.embed_tokens.weight.dtype)
+    return model.forward_unchecked(token, mask, False, rotary, ids, caches)[:, -1]  # (B, V)
+
+
+_COMPILED_STEPS: dict[str, object] = {}
+
+
+def compiled_decode_step(device: torch.device):
+    """``torch.compile`` of :func:`_static_decode_step` (CUDA: ``mode="reduce-overhead"``, CUDA graphs).
+
+    Compiled lazily, once per device type; ``torch.compile`` recompiles by
+    itself for another batch size, capacity or model.
+    """
+    if device.type not in _COMPILED_STEPS:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        _COMPILED_STEPS[device.type] = torch.compile(_static_decode_step, fullgraph=True, dynamic=False, mode=mode)
+    return _COMPILED_STEPS[device.type]
+
+
+def _compiled_steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls):
+    """The fast loop with :class:`StaticKVCache` and a compiled decode step; same protocol as the others."""
+    batch, prompt = input_ids.shape
+    capacity = prompt + max_new_tokens
+    device = input_ids.device
+    state = DecodeState.start(attention_mask, capacity)
+    position = torch.zeros(1, dtype=torch.long, device=device)  # shared by every layer's cache
+    ref = model.embed_tokens.weight
+    caches = [StaticKVCache(batch, model.config.n_kv_heads, capacity, model.config.head_dim, ref.dtype, device,
+                            position=position) for _ in model.layers]
+    chunk = prompt if prefill_chunk is None else prefill_chunk
+    for start in range(0, prompt, chunk):  # the prefill runs eagerly: its shapes change with the prompt
+        end = min(start + chunk, prompt)
+        positions = state.position_ids(end, end - start)
+        rotary = model.rotary(positions, ref.dtype)
+        logits = model.forward_unchecked(input_ids[:, start:end], state.static_mask(end, end - start, capacity),
+                                         False, rotary, positions, caches, logits_to_keep=1)
+        position += end - start
+    step = compiled_decode_step(device)
+    cuda_graphs = device.type == "cuda"
+    token = yield logits[:, -1]
+    while True:
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten now
+        logits = step(model, token[:, None], position, state.keep, state.positions, caches)
+        if cuda_graphs:
+            logits = logits.clone()  # a CUDA graph's output lives in memory the next replay reuses
+        position += 1
+        token = yield logits
+
+
 def _steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
-           sampling: Sampling, stop: "_StopAtEos | None") -> Iterator[tuple[Tensor, Tensor]]:
+           sampling: Sampling, stop: "_StopAtEos | None", compiled: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(token, logits)`` for every generated position, stopping at EOS or ``max_new_tokens``.
 
     Shapes:
         yields: token (B,) long, logits (B, V)
     """
-    make = _teaching_steps if model.config.attention_impl == "teaching" else _fast_steps
+    if compiled:
+        make = _compiled_steps
+    else:
+        make = _teaching_steps if model.config.attention_impl == "teaching" else _fast_steps
     steps = make(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls)
     logits = next(steps)  # the prefill
     for step in range(max_new_tokens):
@@ -391,19 +473,26 @@ def _steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_
     steps.close()
 
 
-def _prepare(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk,
-             eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, generator):
+def _prepare(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls, *,
+             eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, generator, compiled):
+    """Check everything once; return the loop's iterator of ``(token, logits)``."""
     attention_mask = _check_generate_args(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk)
     sampling = Sampling(do_sample, temperature, top_k, top_p, generator)
     device = model.embed_tokens.weight.device
     if input_ids.device != device or attention_mask.device != device:
         raise ValueError(f"input_ids and attention_mask must be on the model's device {device}, got {input_ids.device}")
+    if not isinstance(compiled, bool):
+        raise ValueError(f"compiled must be a bool, got compiled={compiled!r}")
+    if compiled and (not use_cache or model.config.attention_impl != "fast" or cache_cls is not KVCache):
+        raise ValueError(
+            f"compiled=True runs the fast path with its own static cache: it needs use_cache=True, "
+            f"attention_impl='fast' and the default cache_cls, got use_cache={use_cache}, "
+            f"attention_impl={model.config.attention_impl!r}, cache_cls={getattr(cache_cls, '__name__', cache_cls)}"
+        )
     eos = _check_eos(model, eos_token_id, pad_token_id, device)
-    stop = None
-    if eos is not None:
-        ids, pad = eos
-        stop = _StopAtEos(torch.tensor(ids, device=device), pad, input_ids.shape[0], device)
-    return attention_mask, sampling, stop
+    stop = None if eos is None else _StopAtEos(torch.tensor(eos[0], device=device), eos[1], input_ids.shape[0], device)
+    return _steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
+                  sampling, stop, compiled)
 
 
 @torch.no_grad()
@@ -423,6 +512,7 @@ def stream_generate(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    compiled: bool = False,
 ) -> Iterator[Tensor]:
     """Yield each step's new tokens as soon as they are chosen (see :func:`generate`).
 
@@ -433,34 +523,11 @@ def stream_generate(
     Shapes:
         yields: (B,) long, one per step, at most max_new_tokens of them
     """
-    attention_mask, sampling, stop = _prepare(
-        model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk,
-        eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, generator,
-    )
-    for token, _ in _steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk,
-                           cache_cls, sampling, stop):
+    steps = _prepare(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
+                     eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample,
+                     temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, compiled=compiled)
+    for token, _ in steps:
         yield token
-
-
-def _generate(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
-              keep_logits, on_token, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p,
-              generator) -> tuple[Tensor, Tensor | None]:
-    attention_mask, sampling, stop = _prepare(
-        model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk,
-        eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, generator,
-    )
-    if on_token is not None and not callable(on_token):
-        raise ValueError(f"on_token must be callable (it receives each step's (B,) tokens), got {on_token!r}")
-    tokens, step_logits = [], []
-    for token, logits in _steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk,
-                                cache_cls, sampling, stop):
-        tokens.append(token)
-        if keep_logits:
-            step_logits.append(logits)
-        if on_token is not None:
-            on_token(token)
-    logits = torch.stack(step_logits, dim=1) if keep_logits else None  # (B, N, V)
-    return torch.stack(tokens, dim=1), logits  # (B, N)
 
 
 @torch.no_grad()
@@ -481,7 +548,9 @@ def generate_with_logits(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     on_token: Callable[[Tensor], None] | None = None,
-) -> tuple[Tensor, Tensor]:
+    compiled: bool = False,
+    keep_logits: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Generate; return the new tokens and the logits each was chosen from.
 
     ``use_cache=False`` recomputes the whole sequence at every step (the
@@ -490,21 +559,36 @@ def generate_with_logits(
     and then feeds one token per step. ``prefill_chunk`` splits the prefill
     into chunks of that many prompt tokens (cache only). The caller's tensors
     are not modified. Keeping every step's logits costs ``B * N * V`` numbers:
-    use :func:`generate` when you only need the tokens.
+    :func:`generate` (``keep_logits=False``) keeps only the tokens.
 
     Decoding is greedy unless ``do_sample=True`` (then ``temperature``,
     ``top_k``, ``top_p``, ``generator``: see :class:`Sampling`). With
     ``eos_token_id`` (an id or a list) a row stops at its first EOS, later
     positions hold ``pad_token_id`` (default: the first EOS id) and the loop
     ends when every row has stopped. ``on_token`` is called with each step's
-    tokens ``(B,)`` as soon as they are chosen (streaming).
+    tokens ``(B,)`` as soon as they are chosen (streaming). ``compiled=True``
+    decodes with a :class:`attnlab.cache.StaticKVCache` and a
+    ``torch.compile``-d step (CUDA graphs on a GPU): the first call compiles
+    (tens of seconds), later calls with the same shapes reuse it.
 
     Shapes:
         input_ids: (B, P), left-padded; attention_mask: (B, P), 1 = real token
-        returns: tokens (B, N) long, logits (B, N, V), N <= max_new_tokens
+        returns: tokens (B, N) long, logits (B, N, V) or None, N <= max_new_tokens
     """
-    return _generate(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
-                     True, on_token, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p, generator)
+    steps = _prepare(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
+                     eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample,
+                     temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, compiled=compiled)
+    if on_token is not None and not callable(on_token):
+        raise ValueError(f"on_token must be callable (it receives each step's (B,) tokens), got {on_token!r}")
+    tokens, step_logits = [], []
+    for token, logits in steps:
+        tokens.append(token)
+        if keep_logits:
+            step_logits.append(logits)
+        if on_token is not None:
+            on_token(token)
+    logits = torch.stack(step_logits, dim=1) if keep_logits else None  # (B, N, V)
+    return torch.stack(tokens, dim=1), logits  # (B, N)
 
 
 @torch.no_grad()
@@ -525,6 +609,7 @@ def generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     on_token: Callable[[Tensor], None] | None = None,
+    compiled: bool = False,
 ) -> Tensor:
     """Generate; return only the new tokens (see :func:`generate_with_logits` for the options).
 
@@ -532,7 +617,9 @@ def generate(
         input_ids: (B, P), left-padded; attention_mask: (B, P), 1 = real token
         returns: tokens (B, N) long, N <= max_new_tokens
     """
-    tokens, _ = _generate(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
-                          False, on_token, eos_token_id, pad_token_id, do_sample, temperature, top_k, top_p,
-                          generator)
+    tokens, _ = generate_with_logits(
+        model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls,
+        eos_token_id=eos_token_id, pad_token_id=pad_token_id, do_sample=do_sample, temperature=temperature,
+        top_k=top_k, top_p=top_p, generator=generator, on_token=on_token, compiled=compiled, keep_logits=False,
+    )
     return tokens

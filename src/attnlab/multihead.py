@@ -28,7 +28,6 @@ that its step runs.
 
 import math
 from dataclasses import dataclass
-from functools import cache
 from typing import Protocol
 
 import torch
@@ -443,6 +442,7 @@ def copy_torch_mha_weights(target: nn.Module, mha: nn.MultiheadAttention) -> Non
 
 STEPS = ("project", "split", "position", "attend", "merge", "output", "forward_fast", "rotate_fast")
 FAST_PATH_CLASSES: set[type] = set()
+_HAS_PACKAGE_STEPS: dict[type, bool] = {}
 
 
 def fast_path_matches_steps(cls: type) -> type:
@@ -451,23 +451,23 @@ def fast_path_matches_steps(cls: type) -> type:
     Only the package's classes are declared (and tested equal on both paths).
     """
     FAST_PATH_CLASSES.add(cls)
-    has_package_steps.cache_clear()
+    _HAS_PACKAGE_STEPS.clear()
     return cls
 
 
-@cache
 def has_package_steps(cls: type) -> bool:
     """True if every step of ``cls`` comes from a class whose fast path reproduces it.
 
     A subclass that overrides a step (a learner's, a test's deliberate bug, a
     new position scheme) must have that step run, so it keeps the teaching
     path until it declares itself with :func:`fast_path_matches_steps`.
+    The answer is remembered per class (a dictionary lookup per call).
     """
-    for name in STEPS:
-        owner = next(klass for klass in cls.__mro__ if name in vars(klass))
-        if owner not in FAST_PATH_CLASSES:
-            return False
-    return True
+    known = _HAS_PACKAGE_STEPS.get(cls)
+    if known is None:
+        owners = [next(klass for klass in cls.__mro__ if name in vars(klass)) for name in STEPS]
+        known = _HAS_PACKAGE_STEPS[cls] = all(owner in FAST_PATH_CLASSES for owner in owners)
+    return known
 
 
 fast_path_matches_steps(MultiHeadAttention)
