@@ -15,7 +15,7 @@ import torch
 
 import attnlab.generation
 import attnlab.llama
-from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
+from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes, flops_per_token
 from attnlab.generation import generate, generate_with_logits
 from attnlab.gqa import kv_bytes_per_token
 from attnlab.heads import repeat_kv
@@ -443,3 +443,26 @@ def test_buggy_caches_are_caught_in_generation(model, left_batch, reference, bug
         assert any(word in str(error) for word in ("attn_mask", "overflow", "cover the cached"))
     else:
         assert differs(got, reference)
+
+
+def test_flops_per_token_matches_pytorchs_flop_counter():
+    """The chapter's cost formula against torch.utils.flop_counter on the real model (matmuls only).
+
+    The teaching path, whose attention is explicit matrix products the counter sees (it does
+    not count the CPU's fused attention kernel); it computes the LM head at every position.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lm = make_model(n_heads=4, n_kv_heads=2, impl="teaching")
+    sizes = dict(L=2, C=32, H=4, Hkv=2, F=64, V=TOK.vocab_size)
+    S, lm_head = 10, 2 * 32 * TOK.vocab_size
+    ids = torch.randint(3, TOK.vocab_size, (1, S))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            lm(ids)  # no cache: all S positions through every layer
+        assert counter.get_total_flops() == flops_per_token(S, cached=False, **sizes) + (S - 1) * lm_head
+        caches = lm.new_caches(1, S)
+        lm(ids[:, :-1], caches=caches)
+        with FlopCounterMode(display=False) as counter:
+            lm(ids[:, -1:], caches=caches)  # one token after S - 1 cached ones
+        assert counter.get_total_flops() == flops_per_token(S, cached=True, **sizes)

@@ -272,3 +272,25 @@ def cache_nbytes(caches: list[KVCache] | list[ConcatKVCache]) -> int:
         caches: n_layers caches; returns a Python int.
     """
     return sum(cache.nbytes for cache in caches)
+
+
+def flops_per_token(S: int, L: int, C: int, H: int, Hkv: int, F: int, V: int, cached: bool) -> int:
+    """FLOPs of one generated token at context length ``S``, with or without a KV cache (chapter 7).
+
+    ``W = 4 C^2 + 4 C Hkv D + 6 C F`` weight FLOPs per token and layer (q, o;
+    k, v; the gated MLP), ``4 C S`` for one query over ``S`` keys, ``2 C V`` for
+    the LM head. Without a cache the step pushes all ``S`` positions through
+    every layer and attends ``S`` queries over ``S`` keys (the full score
+    matrix): ``L (S W + 4 C S^2) + 2 C V``; with one, ``L (W + 4 C S) + 2 C V``.
+
+    Shapes:
+        plain ints (L layers, C width, H heads, Hkv key/value heads, F MLP width,
+        V vocabulary); returns an int.
+    """
+    for name, value in (("S", S), ("L", L), ("C", C), ("H", H), ("Hkv", Hkv), ("F", F), ("V", V)):
+        _check_positive_int(name, value)
+    D = C // H
+    W = 4 * C * C + 4 * C * Hkv * D + 6 * C * F
+    if cached:
+        return L * (W + 4 * C * S) + 2 * C * V
+    return L * (S * W + 4 * C * S * S) + 2 * C * V
