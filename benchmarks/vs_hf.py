@@ -93,14 +93,17 @@ def interleaved(candidates: dict[str, Callable[[], object]], reps: int, device: 
     for name in names:
         candidates[name]()
     times = {name: [] for name in names}
+    cpu = {name: [] for name in names}  # process CPU time: steadier than the wall clock on a busy machine
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             candidates[name]()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return {name: {"min": min(t), "median": statistics.median(t), "all": t} for name, t in times.items()}
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: {"min": min(t), "median": statistics.median(t), "all": t, "cpu_min": min(cpu[name])}
+            for name, t in times.items()}
 
 
 def print_table(title: str, rows: list[tuple[str, dict]], unit: str, per_call: float = 1.0,

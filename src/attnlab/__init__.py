@@ -6,7 +6,7 @@ redefining them.
 """
 
 from attnlab.attention import fast_attention, scaled_dot_product_attention, stable_softmax
-from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
+from attnlab.cache import ConcatKVCache, KVCache, StaticKVCache, cache_nbytes
 from attnlab.generation import generate, generate_with_logits, stream_generate
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
@@ -29,6 +29,7 @@ __all__ = [
     "RMSNorm",
     "RopeScaling",
     "RotaryAttention",
+    "StaticKVCache",
     "apply_rotary",
     "cache_nbytes",
     "copy_torch_mha_weights",
