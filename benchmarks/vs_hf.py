@@ -118,7 +118,7 @@ def print_table(title: str, rows: list[tuple[str, dict]], unit: str, per_call: f
         else:
             best, mid = 1e3 * t["min"], 1e3 * t["median"]
             ratio = f"{t['min'] / base:6.2f}x" if base else ""  # time relative to the baseline
-        print(f"  {name:<34} min {best:10.2f} {unit:<6} median {mid:10.2f} {unit:<6} {ratio}")
+        print(f"  {name:<42} min {best:10.2f} {unit:<6} median {mid:10.2f} {unit:<6} {ratio}")
 
 
 # ------------------------------------------------------------------ machine
@@ -343,7 +343,7 @@ def memory_section(args, device, dtype, results):
     print(f"\npeak memory growth of one generation, large config, batch {batch}, {new} new tokens "
           f"(the KV cache alone: {cache / 2**20:.1f} MiB)")
     for name, peak in peaks.items():
-        print(f"  {name:<34} {peak / 2**20:9.1f} MiB   {peak / peaks['hf generate (dynamic cache)']:6.2f}x")
+        print(f"  {name:<42} {peak / 2**20:9.1f} MiB   {peak / peaks['hf generate (dynamic cache)']:6.2f}x")
     results["memory"] = {"batch": batch, "prompt": prompt, "new_tokens": new, "peak_bytes": peaks,
                          "kv_cache_bytes": cache,
                          "ratio_to_hf": peaks["attnlab generate"] / peaks["hf generate (dynamic cache)"]}

@@ -64,7 +64,8 @@ class FusedLinear:
         Shapes:
             self.weight: (R, C); self.bias: (R,) or None
         """
-        with torch.no_grad():
+        # Normal tensors even inside torch.inference_mode: the parameters must stay trainable.
+        with torch.inference_mode(False), torch.no_grad():
             self.weight = _stack_as_views([layer.weight for layer in self.layers])
             self.bias = _stack_as_views([layer.bias for layer in self.layers]) if self.has_bias else None
         self._pointers = self._current_pointers()
