@@ -13,8 +13,9 @@ import dataclasses
 import pytest
 import torch
 
-from attnlab.generation import Sampling, choose_next, generate, generate_with_logits, stream_generate, warp_logits
+from attnlab.generation import generate, generate_with_logits, stream_generate
 from attnlab.llama import LlamaConfig, LlamaLM
+from attnlab.sampling import Sampling, choose_next, warp_logits
 from attnlab.tokenizer import CharTokenizer
 
 TOK = CharTokenizer("abcdefghijklmnopqrstuvwxyz .")
