@@ -366,9 +366,11 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
     results = {"device": str(device), "device_name": device_name, "cpu_threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-               "reps": args.reps, "quick": args.quick, "small_config": SMALL, "large_config": LARGE}
+               "reps": args.reps, "quick": args.quick, "small_config": SMALL, "large_config": LARGE,
+               "load_average_start": os.getloadavg()}  # other jobs on the machine slow every candidate
     print(f"{device_name} ({device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, {args.reps} repetitions, interleaved")
+          f"transformers {transformers.__version__}, {args.reps} repetitions, interleaved; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     started = time.perf_counter()
     if "bandwidth" in args.sections or "large" in args.sections:
         bandwidth = copy_bandwidth(device, 64 if args.quick else 512, args.reps)
@@ -392,6 +394,7 @@ def main() -> None:
     if "memory" in args.sections:
         memory_section(args, device, dtype_large, results)
     results["seconds_total"] = time.perf_counter() - started
+    results["load_average_end"] = os.getloadavg()
     print(f"\n({results['seconds_total']:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:

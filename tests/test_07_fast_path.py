@@ -279,3 +279,18 @@ def test_compiled_refuses_what_it_cannot_run():
         generate(fast, ids, mask, 3, use_cache=False, compiled=True)
     with pytest.raises(ValueError, match="attention_impl='teaching'"):
         generate(teaching, ids, mask, 3, compiled=True)
+
+
+def test_models_built_or_refused_inside_inference_mode():
+    ids, mask = TOK(PROMPTS, padding_side="left")
+    with torch.inference_mode():
+        built, _ = twin_models()  # its parameters are inference tensors: fusing must follow
+        assert generate(built, ids, mask, 3).shape == (4, 3)
+    fast, _ = twin_models()
+    layer = fast.layers[0].self_attn
+    layer.k_proj.weight = nn.Parameter(torch.randn_like(layer.k_proj.weight))
+    with torch.inference_mode():
+        generate(fast, ids, mask, 3)  # re-fuses here, inside inference_mode ...
+    assert not layer.k_proj.weight.is_inference()  # ... yet the parameter stays trainable
+    fast(ids, mask).sum().backward()
+    assert layer.k_proj.weight.grad is not None

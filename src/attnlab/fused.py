@@ -64,8 +64,10 @@ class FusedLinear:
         Shapes:
             self.weight: (R, C); self.bias: (R,) or None
         """
-        # Normal tensors even inside torch.inference_mode: the parameters must stay trainable.
-        with torch.inference_mode(False), torch.no_grad():
+        # The same kind of tensor as the parameters: normal ones stay normal (and trainable) even
+        # when re-fused inside torch.inference_mode; a model built inside it has inference tensors.
+        inference = self.layers[0].weight.is_inference()
+        with torch.inference_mode(inference), torch.no_grad():
             self.weight = _stack_as_views([layer.weight for layer in self.layers])
             self.bias = _stack_as_views([layer.bias for layer in self.layers]) if self.has_bias else None
         self._pointers = self._current_pointers()

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnlab.cache import KVCache, StaticKVCache
+from attnlab.cache import ConcatKVCache, KVCache, StaticKVCache
 from attnlab.llama import LlamaLM
 from attnlab.sampling import Sampling, choose_next
 
@@ -232,18 +232,6 @@ class DecodeState:
             keys = keys & torch.ones(new, end, dtype=torch.bool, device=keys.device).tril(end - new)
         return keys
 
-    def static_mask(self, end: int, new: int, capacity: int) -> Tensor:
-        """The mask of a prompt chunk over *all* ``capacity`` slots of a :class:`StaticKVCache`.
-
-        The offset-aware causal triangle also hides every slot not written yet.
-
-        Shapes:
-            returns: (B, 1, T, capacity), or (T, capacity) without padding
-        """
-        device = self.positions.device
-        causal = torch.ones(new, capacity, dtype=torch.bool, device=device).tril(end - new)  # (T, capacity)
-        return causal if self.keep is None else self.keep[:, None, None, :] & causal
-
     def position_ids(self, end: int, new: int) -> Tensor:
         """Position ids of the columns ``[end - new, end)``, a view.
 
@@ -264,20 +252,42 @@ class DecodeState:
         return self.key_mask(end, new), self.keep is None, rotary, positions
 
 
+def _prefill(model, input_ids, state: "DecodeState", prefill_chunk: int | None):
+    """Run the prompt (in chunks if asked) into small caches that hold the prompt only.
+
+    The caches of the whole generation (``P + N`` positions) are allocated
+    *after* the prefill, once its temporaries are freed, and the prompt's keys
+    and values copied in: the peak memory is then the larger of the two phases,
+    not their sum (a preallocated cache would otherwise sit idle under the
+    prefill's activations).
+
+    Shapes:
+        input_ids: (B, P); returns logits (B, 1, V) of the last position, and one
+        ConcatKVCache per layer holding (B, Hkv, P, D)
+    """
+    batch, prompt = input_ids.shape
+    staged = model.new_caches(batch, capacity=prompt, cache_cls=ConcatKVCache)
+    chunk = prompt if prefill_chunk is None else prefill_chunk
+    for start in range(0, prompt, chunk):
+        end = min(start + chunk, prompt)
+        attn_mask, causal, rotary, positions = state.inputs(model, end, end - start)
+        logits = model.forward_unchecked(
+            input_ids[:, start:end], attn_mask, causal, rotary, positions, staged, logits_to_keep=1
+        )  # (B, 1, V)
+    return logits, staged
+
+
 def _fast_steps(model, input_ids, attention_mask, max_new_tokens, use_cache, prefill_chunk, cache_cls):
     """Logits of every step, from the kept state; the same protocol as :func:`_teaching_steps`."""
     batch, prompt = input_ids.shape
     capacity = prompt + max_new_tokens
     state = DecodeState.start(attention_mask, capacity)
     if use_cache:
+        logits, staged = _prefill(model, input_ids, state, prefill_chunk)
         caches = model.new_caches(batch, capacity=capacity, cache_cls=cache_cls)
-        chunk = prompt if prefill_chunk is None else prefill_chunk
-        for start in range(0, prompt, chunk):
-            end = min(start + chunk, prompt)
-            attn_mask, causal, rotary, positions = state.inputs(model, end, end - start)
-            logits = model.forward_unchecked(
-                input_ids[:, start:end], attn_mask, causal, rotary, positions, caches, logits_to_keep=1
-            )  # (B, 1, V)
+        for cache, stage in zip(caches, staged):
+            cache.update(stage.k, stage.v)  # (B, Hkv, P, D) into the first P slots
+        del staged
         end = prompt
         token = yield logits[:, -1]  # (B, V)
         while True:
@@ -341,18 +351,15 @@ def _compiled_steps(model, input_ids, attention_mask, max_new_tokens, use_cache,
     capacity = prompt + max_new_tokens
     device = input_ids.device
     state = DecodeState.start(attention_mask, capacity)
+    logits, staged = _prefill(model, input_ids, state, prefill_chunk)  # eagerly: its shapes vary
     position = torch.zeros(1, dtype=torch.long, device=device)  # shared by every layer's cache
     ref = model.embed_tokens.weight
     caches = [StaticKVCache(batch, model.config.n_kv_heads, capacity, model.config.head_dim, ref.dtype, device,
                             position=position) for _ in model.layers]
-    chunk = prompt if prefill_chunk is None else prefill_chunk
-    for start in range(0, prompt, chunk):  # the prefill runs eagerly: its shapes change with the prompt
-        end = min(start + chunk, prompt)
-        positions = state.position_ids(end, end - start)
-        rotary = model.rotary(positions, ref.dtype)
-        logits = model.forward_unchecked(input_ids[:, start:end], state.static_mask(end, end - start, capacity),
-                                         False, rotary, positions, caches, logits_to_keep=1)
-        position += end - start
+    for cache, stage in zip(caches, staged):
+        cache.update(stage.k, stage.v)  # slots [0, P)
+    del staged
+    position += prompt
     step = compiled_decode_step(device)
     cuda_graphs = device.type == "cuda"
     token = yield logits[:, -1]
