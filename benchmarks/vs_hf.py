@@ -296,7 +296,7 @@ def attention_section(args, device, dtype, results):
             if T <= 1024:  # the teaching version materialises (B, H, T, T) weights, several times
                 mask = attnlab.causal_mask(T, device=device)
                 candidates["attnlab teaching attention"] = lambda: scaled_dot_product_attention(q, k, v, mask)
-            timing = interleaved(candidates, args.reps * 2, device)
+            timing = interleaved(candidates, max(10, 4 * args.reps) if T <= 1024 else args.reps * 2, device)
             print_table(f"causal attention alone, B={B}, H={H}, D={D}, T=S={T} ({dtype})", list(timing.items()),
                         "ms", baseline="F.scaled_dot_product_attention")
             base = timing["F.scaled_dot_product_attention"]["min"]
@@ -320,7 +320,7 @@ def decode_section(args, device, dtype, results):
             "teaching: repeat_kv + attention": lambda: scaled_dot_product_attention(
                 q, repeat_kv(k, G), repeat_kv(v, G)),
         }
-        timing = interleaved(candidates, args.reps * 4, device)
+        timing = interleaved(candidates, max(20, args.reps * 4), device)
     print_table(f"decode attention, one query, B={B}, H={H}, Hkv={Hkv}, S={S} ({dtype})", list(timing.items()),
                 "ms", baseline="F.sdpa(enable_gqa=True)")
     base = timing["F.sdpa(enable_gqa=True)"]["min"]
