@@ -13,6 +13,8 @@ import dataclasses
 import pytest
 import torch
 
+import attnlab.generation
+
 from attnlab.generation import generate, generate_with_logits, stream_generate
 from attnlab.llama import LlamaConfig, LlamaLM
 from attnlab.sampling import Sampling, choose_next, warp_logits
@@ -76,6 +78,18 @@ def test_stop_at_eos_pads_finished_rows(model, batch, impl):
     for use_cache, chunk in ((False, None), (True, 3)):
         same = generate(model, ids, mask, 20, use_cache, chunk, eos_token_id=eos, pad_token_id=pad)
         assert torch.equal(same, tokens)
+
+
+def test_a_late_stop_flag_still_returns_the_exact_columns(model, batch, monkeypatch):
+    """On a GPU the all-finished flag arrives a step or more late: generate trims the extra columns."""
+    ids, mask = batch
+    free = generate(model, ids, mask, 20)
+    eos = sorted({int(t) for t in free[:, 5]})  # every row ends by step 5
+    exact = generate(model, ids, mask, 20, eos_token_id=eos, pad_token_id=TOK.pad_id)
+    assert exact.shape[1] <= 6, "the test needs every row to end early"
+    monkeypatch.setattr(attnlab.generation._StopAtEos, "all_done", lambda self: False)  # never in time
+    late, logits = generate_with_logits(model, ids, mask, 20, eos_token_id=eos, pad_token_id=TOK.pad_id)
+    assert torch.equal(late, exact) and logits.shape[1] == exact.shape[1]
 
 
 def test_eos_matches_transformers_generate(batch):

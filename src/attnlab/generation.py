@@ -66,10 +66,11 @@ class _StopAtEos:
     """Marks rows finished once they produce EOS, pads them after, says when all are done.
 
     On the CPU ``all_done`` reads the flag directly. On an accelerator it
-    copies the flag to pinned host memory without waiting and reads it at the
-    next step, once the copy's event has completed, so the host never waits
-    for the step it just launched; generation may then run one step more, whose
-    column (all padding) is dropped.
+    copies the flag to pinned host memory without waiting and reads it once the
+    copy's event has completed, so the host never waits for the step it just
+    launched; the loop may then run a step or two more, whose columns hold only
+    padding (``generate`` drops them after the loop; ``stream_generate`` has
+    already handed them over).
 
     Shapes:
         finished: (B,) bool
@@ -513,8 +514,18 @@ def generate_with_logits(
             step_logits.append(logits)
         if on_token is not None:
             on_token(token)
+    tokens = torch.stack(tokens, dim=1)  # (B, N)
     logits = torch.stack(step_logits, dim=1) if keep_logits else None  # (B, N, V)
-    return torch.stack(tokens, dim=1), logits  # (B, N)
+    if eos_token_id is not None:
+        # On an accelerator the loop learns late that every row has finished: drop the extra
+        # columns (all padding), so that every device returns the same (a no-op on the CPU).
+        eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id, device=tokens.device)
+        ended = torch.isin(tokens, eos).cumsum(dim=1).bool().all(dim=0)  # (N,): every row has ended
+        if bool(ended.any()):  # one read back, after the loop
+            keep = int(ended.long().argmax()) + 1
+            tokens = tokens[:, :keep]
+            logits = logits[:, :keep] if logits is not None else None
+    return tokens, logits
 
 
 @torch.no_grad()
