@@ -67,6 +67,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads on the CPU (0: torch's default)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per comparison (default 5, quick 2)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="what the tables and ratios use: wall-clock time (default) or this process's CPU "
+                        "time, steadier on a shared machine (CPU only, with --threads 1); both are in the JSON")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also time generate(compiled=True) (default: on, off with --quick)")
     parser.add_argument("--json", metavar="PATH", help="also write every number as JSON to PATH")
@@ -84,26 +87,37 @@ def synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
+CLOCK = "wall"  # set by --clock: "wall" (perf_counter) or "cpu" (this process's CPU time)
+
+
 def interleaved(candidates: dict[str, Callable[[], object]], reps: int, device: torch.device) -> dict:
     """Seconds per call of each candidate, ``reps`` rounds, the order rotating each round.
 
-    Returns ``{name: {"min": s, "median": s, "all": [...]}}``; one untimed warm-up call each first.
+    Both clocks are read: the wall clock and this process's CPU time (which a busy machine
+    inflates far less: time spent waiting for a core is not counted). ``"min"``, ``"median"``
+    and ``"all"`` are those of ``CLOCK``; ``"wall_*"`` and ``"cpu_*"`` keep both.
+    Returns ``{name: {...}}``; one untimed warm-up call each first.
     """
     names = list(candidates)
     for name in names:
         candidates[name]()
-    times = {name: [] for name in names}
-    cpu = {name: [] for name in names}  # process CPU time: steadier than the wall clock on a busy machine
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             candidates[name]()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    return {name: {"min": min(t), "median": statistics.median(t), "all": t, "cpu_min": min(cpu[name])}
-            for name, t in times.items()}
+    results = {}
+    for name in names:
+        row = {f"{clock}_{stat}": fn(values[name]) for clock, values in (("wall", wall), ("cpu", cpu))
+               for stat, fn in (("min", min), ("median", statistics.median), ("all", list))}
+        row.update(min=row[f"{CLOCK}_min"], median=row[f"{CLOCK}_median"], all=row[f"{CLOCK}_all"])
+        results[name] = row
+    return results
 
 
 def print_table(title: str, rows: list[tuple[str, dict]], unit: str, per_call: float = 1.0,
@@ -241,12 +255,16 @@ def generation_section(name, sizes, batches, prompt, new, args, device, dtype, r
                    "same_tokens_as_hf": same,
                    "tokens_per_s": {k: batch * new / t["min"] for k, t in timing.items()},
                    "tokens_per_s_median": {k: batch * new / t["median"] for k, t in timing.items()},
+                   "tokens_per_s_wall": {k: batch * new / t["wall_min"] for k, t in timing.items()},
+                   "tokens_per_s_cpu": {k: batch * new / t["cpu_min"] for k, t in timing.items()},
                    "seconds": timing}
             if args.compile:
                 row["compile_seconds"] = compile_seconds
                 print(f"  (compiling the decode step took {compile_seconds:.0f} s, once, outside the timings)")
             hf_base = timing["hf generate (dynamic cache)"]["min"]
             row["speedup_vs_hf"] = {k: hf_base / t["min"] for k, t in timing.items()}
+            row["speedup_vs_hf_wall"] = {k: timing["hf generate (dynamic cache)"]["wall_min"] / t["wall_min"]
+                                         for k, t in timing.items()}
             row["speedup_vs_hf_static"] = timing["hf generate (static cache)"]["min"] / timing["attnlab generate"]["min"]
             if "bandwidth" in results:
                 weight_bytes = weight_bytes_per_step(ours, batch)
@@ -277,7 +295,9 @@ def ttft_section(args, device, dtype_large, results):
                     baseline="hf generate (dynamic cache)")
         results[f"ttft_{name}"] = {"prompt": prompt, "seconds": timing, "same_tokens_as_hf": same,
                                    "ratio_to_hf": timing["attnlab generate"]["min"]
-                                   / timing["hf generate (dynamic cache)"]["min"]}
+                                   / timing["hf generate (dynamic cache)"]["min"],
+                                   "ratio_to_hf_wall": timing["attnlab generate"]["wall_min"]
+                                   / timing["hf generate (dynamic cache)"]["wall_min"]}
 
 
 def attention_section(args, device, dtype, results):
@@ -350,8 +370,12 @@ def memory_section(args, device, dtype, results):
 
 
 def main() -> None:
+    global CLOCK
     args = parse_args()
     device = torch.device(args.device)
+    if args.clock == "cpu" and (device.type != "cpu" or args.threads != 1):
+        raise SystemExit("--clock cpu needs --device cpu and --threads 1 (CPU time adds up every thread)")
+    CLOCK = args.clock
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)  # a script of its own: nothing else shares this process
     dtype_large = getattr(torch, args.dtype) if args.dtype else (torch.float32 if device.type == "cpu" else torch.bfloat16)
@@ -366,10 +390,12 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
     results = {"device": str(device), "device_name": device_name, "cpu_threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
-               "reps": args.reps, "quick": args.quick, "small_config": SMALL, "large_config": LARGE,
+               "reps": args.reps, "quick": args.quick, "clock": args.clock, "small_config": SMALL,
+               "large_config": LARGE,
                "load_average_start": os.getloadavg()}  # other jobs on the machine slow every candidate
     print(f"{device_name} ({device}, {torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, {args.reps} repetitions, interleaved; "
+          f"transformers {transformers.__version__}, {args.reps} repetitions, interleaved, "
+          f"{args.clock} clock; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     started = time.perf_counter()
     if "bandwidth" in args.sections or "large" in args.sections:
