@@ -22,6 +22,7 @@ repository root::
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -48,6 +49,9 @@ def parse_args() -> argparse.Namespace:
         "0 keeps torch's default)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall-clock time (default) or this process's CPU time, steadier on a shared "
+                        "machine (CPU only, one thread)")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON to PATH")
     args = parser.parse_args()
     if args.lengths is None:
@@ -63,12 +67,15 @@ def synchronize(device: torch.device) -> None:
         torch.accelerator.synchronize(device)
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time, this process's CPU time
+
+
 def timed(fn, device: torch.device) -> tuple[float, object]:
     synchronize(device)
-    start = time.perf_counter()
+    start = CLOCK()
     result = fn()
     synchronize(device)
-    return time.perf_counter() - start, result
+    return CLOCK() - start, result
 
 
 def decode_timings(model: LlamaLM, length: int, steps: int, batch: int) -> dict:
@@ -160,9 +167,14 @@ def human(n_bytes: int) -> str:
 
 
 def main() -> None:
+    global CLOCK
     args = parse_args()
     if args.threads < 0:
         raise SystemExit(f"--threads must be >= 0, got {args.threads}")
+    if args.clock == "cpu":
+        if args.device != "cpu" or args.threads != 1:
+            raise SystemExit("--clock cpu needs --device cpu and --threads 1 (CPU time adds up every thread)")
+        CLOCK = time.process_time
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -177,7 +189,8 @@ def main() -> None:
     print(f"model: d_model={config.d_model} n_layers={config.n_layers} H={config.n_heads} "
           f"Hkv={config.n_kv_heads} D={config.head_dim} ffn={config.ffn_hidden} float32; batch {args.batch}; "
           f"torch {torch.__version__}, device {describe(device)}")
-    print(f"medians of {args.steps} decode steps per length; baseline and candidate timed back to back\n")
+    print(f"medians of {args.steps} decode steps per length ({args.clock} clock); baseline and candidate "
+          f"timed back to back\n")
 
     decode, updates = [], []
     with torch.inference_mode():
@@ -216,7 +229,8 @@ def main() -> None:
             model=dict(d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads,
                        n_kv_heads=config.n_kv_heads, head_dim=config.head_dim, ffn_hidden=config.ffn_hidden,
                        dtype="float32", batch=args.batch),
-            torch=torch.__version__, device=describe(device), steps=args.steps,
+            torch=torch.__version__, device=describe(device), steps=args.steps, clock=args.clock,
+            load_average=os.getloadavg(),
             seconds_per_token=decode, cache_update_seconds=updates, memory=memory, elapsed_s=elapsed,
         )
         with open(args.json, "w") as f:

@@ -15,7 +15,7 @@ import torch
 
 import attnlab.generation
 import attnlab.llama
-from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
+from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes, flops_per_token
 from attnlab.generation import generate, generate_with_logits
 from attnlab.gqa import kv_bytes_per_token
 from attnlab.heads import repeat_kv
@@ -31,11 +31,13 @@ PROMPTS = ["the cat sat", "a dog", "hi", "sun and moon"]
 NEW = 10
 
 
-def make_model(n_heads: int = 4, n_kv_heads: int = 2, seed: int = 0, max_seq_len: int = 64) -> LlamaLM:
+def make_model(
+    n_heads: int = 4, n_kv_heads: int = 2, seed: int = 0, max_seq_len: int = 64, impl: str = "fast"
+) -> LlamaLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads,
-        ffn_hidden=64, max_seq_len=max_seq_len,
+        ffn_hidden=64, max_seq_len=max_seq_len, attention_impl=impl,
     )
     return LlamaLM(config).eval()
 
@@ -393,10 +395,43 @@ def mask_dropped(attention_mask, n_new=1):
     ],
     ids=["top-left causal mask", "positions restart at 0", "pad mask dropped after prefill"],
 )
-def test_known_decoding_bugs_are_caught(model, left_batch, reference, monkeypatch, target, bug):
+def test_known_decoding_bugs_are_caught_on_the_teaching_path(left_batch, reference, monkeypatch, target, bug):
     ids, mask = left_batch
+    teaching = make_model(impl="teaching")
     monkeypatch.setattr(target, *bug)
-    assert differs(generate_with_logits(model, ids, mask, NEW), reference)
+    assert differs(generate_with_logits(teaching, ids, mask, NEW, prefill_chunk=4), reference)
+
+
+def fast_top_left(self, end, new):
+    """Bug: the prompt chunk's causal triangle aligned to the top-left."""
+    keys = self.keep[:, None, None, :end]
+    return keys & torch.ones(new, end, dtype=torch.bool).tril() if new > 1 else keys
+
+
+def fast_positions_restart(self, end, new):
+    """Bug: each call's positions start again at 0."""
+    return self.positions[..., :new]
+
+
+def fast_pad_mask_dropped(self, end, new):
+    """Bug: the decode steps forget the prompt's pads."""
+    return None if new == 1 else FAST_KEY_MASK(self, end, new)
+
+
+FAST_KEY_MASK = attnlab.generation.DecodeState.key_mask
+
+
+@pytest.mark.parametrize(
+    "method,bug",
+    [("key_mask", fast_top_left), ("position_ids", fast_positions_restart), ("key_mask", fast_pad_mask_dropped)],
+    ids=["top-left causal mask", "positions restart at 0", "pad mask dropped after prefill"],
+)
+def test_known_decoding_bugs_are_caught_on_the_fast_path(model, left_batch, reference, monkeypatch, method, bug):
+    """The fast loop keeps its mask and positions instead of rebuilding them: break each, see it caught."""
+    ids, mask = left_batch
+    assert model.config.attention_impl == "fast"
+    monkeypatch.setattr(attnlab.generation.DecodeState, method, bug)
+    assert differs(generate_with_logits(model, ids, mask, NEW, prefill_chunk=4), reference)
 
 
 @pytest.mark.parametrize("bug", [NeverAppends, AppendsTwice, OverwritesSlotZero])
@@ -408,3 +443,26 @@ def test_buggy_caches_are_caught_in_generation(model, left_batch, reference, bug
         assert any(word in str(error) for word in ("attn_mask", "overflow", "cover the cached"))
     else:
         assert differs(got, reference)
+
+
+def test_flops_per_token_matches_pytorchs_flop_counter():
+    """The chapter's cost formula against torch.utils.flop_counter on the real model (matmuls only).
+
+    The teaching path, whose attention is explicit matrix products the counter sees (it does
+    not count the CPU's fused attention kernel); it computes the LM head at every position.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lm = make_model(n_heads=4, n_kv_heads=2, impl="teaching")
+    sizes = dict(L=2, C=32, H=4, Hkv=2, F=64, V=TOK.vocab_size)
+    S, lm_head = 10, 2 * 32 * TOK.vocab_size
+    ids = torch.randint(3, TOK.vocab_size, (1, S))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            lm(ids)  # no cache: all S positions through every layer
+        assert counter.get_total_flops() == flops_per_token(S, cached=False, **sizes) + (S - 1) * lm_head
+        caches = lm.new_caches(1, S)
+        lm(ids[:, :-1], caches=caches)
+        with FlopCounterMode(display=False) as counter:
+            lm(ids[:, -1:], caches=caches)  # one token after S - 1 cached ones
+        assert counter.get_total_flops() == flops_per_token(S, cached=True, **sizes)

@@ -5,10 +5,10 @@ version that lives here; later chapters import earlier ideas instead of
 redefining them.
 """
 
-from attnlab.attention import scaled_dot_product_attention, stable_softmax
-from attnlab.cache import ConcatKVCache, KVCache, cache_nbytes
+from attnlab.attention import fast_attention, scaled_dot_product_attention, stable_softmax
+from attnlab.cache import ConcatKVCache, KVCache, StaticKVCache, cache_nbytes
 from attnlab.flash import merge_partials, online_softmax, online_softmax_stats, split_k_attention, tiled_attention
-from attnlab.generation import generate, generate_with_logits
+from attnlab.generation import generate, generate_with_logits, stream_generate
 from attnlab.gqa import GroupedQueryAttention, kv_bytes_per_token, mha_to_gqa
 from attnlab.heads import merge_heads, repeat_kv, split_heads
 from attnlab.llama import LlamaConfig, LlamaLM, RMSNorm, RotaryAttention, load_hf_llama_state_dict
@@ -22,7 +22,7 @@ from attnlab.positions import (
     relative_position_error,
     sinusoidal_embeddings,
 )
-from attnlab.rotary import apply_rotary, rotary_cos_sin, rotate_half
+from attnlab.rotary import RopeScaling, apply_rotary, rotary_cos_sin, rotate_half
 from attnlab.tokenizer import CharTokenizer
 
 __all__ = [
@@ -36,11 +36,14 @@ __all__ = [
     "LlamaLM",
     "MultiHeadAttention",
     "RMSNorm",
+    "RopeScaling",
     "RotaryAttention",
+    "StaticKVCache",
     "apply_rotary",
     "apply_rotary_interleaved",
     "cache_nbytes",
     "copy_torch_mha_weights",
+    "fast_attention",
     "generate",
     "generate_with_logits",
     "half_split_channel_order",
@@ -69,4 +72,5 @@ __all__ = [
     "sinusoidal_embeddings",
     "split_heads",
     "stable_softmax",
+    "stream_generate",
 ]

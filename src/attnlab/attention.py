@@ -3,11 +3,20 @@
 Shape legend: ``B`` batch, ``H`` heads, ``T`` query positions, ``S`` key/value
 positions, ``D`` head dimension. Leading dimensions (``B``, ``H``, ...) are
 written ``*`` below: any number of them, equal for ``q``, ``k`` and ``v``.
+
+Two ways to attend live here. :func:`scaled_dot_product_attention` is the
+teaching version: every step written out, and it returns the attention
+weights. :func:`fast_attention` returns only the output and hands the work to
+PyTorch's fused ``torch.nn.functional.scaled_dot_product_attention`` (which
+never materialises the ``(T, S)`` weights when a fused kernel applies), with
+the course's conventions: the causal mask is offset-aware (queries are the
+last ``T`` of ``S`` positions) and grouped key/value heads are not copied.
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -111,3 +120,88 @@ def scaled_dot_product_attention(
         scores = scores.masked_fill(~attn_mask, float("-inf"))
     weights = stable_softmax(scores, dim=-1)  # (*, T, S), each row sums to 1 (or 0 if empty)
     return weights @ v, weights  # (*, T, S) @ (*, S, Dv) -> (*, T, Dv)
+
+
+def sdpa(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """:func:`fast_attention` without the checks, for code that already checked its inputs.
+
+    ``causal`` adds the offset-aware causal mask. PyTorch's ``is_causal=True``
+    aligns its triangle to the top-left, which is right only when ``T == S``,
+    so it is used only then (and only without ``attn_mask``); one query
+    (``T == 1``) is the last position and sees every key, so it needs no mask;
+    otherwise the bottom-right triangle ``tril(ones(T, S), S - T)`` is built.
+    Fewer key/value heads than query heads use ``enable_gqa=True``, which
+    reads each key/value head for its group instead of copying it.
+
+    Shapes:
+        q: (*, H, T, D); k: (*, Hkv, S, D); v: (*, Hkv, S, Dv), H % Hkv == 0
+        attn_mask: bool, True = may attend, broadcastable to (*, H, T, S)
+        returns: (*, H, T, Dv)
+    """
+    T, S = q.shape[-2], k.shape[-2]
+    if causal and T > 1:
+        if attn_mask is None and T == S:
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[-3] != k.shape[-3]
+            )
+        below = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # (T, S) bottom-right
+        attn_mask = below if attn_mask is None else attn_mask & below
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=q.shape[-3] != k.shape[-3]
+    )
+
+
+def fast_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+) -> Tensor:
+    """Attention output only, by PyTorch's fused kernel, with the course's conventions.
+
+    Equal to ``scaled_dot_product_attention(q, k, v, mask, scale)[0]`` (to
+    rounding) where ``mask`` is ``attn_mask`` and, with ``causal=True``, the
+    offset-aware causal mask :func:`attnlab.masks.causal_mask`. ``k`` and ``v``
+    may have fewer heads than ``q`` (grouped-query attention): query head
+    ``h`` uses key/value head ``h // (H // Hkv)``, as ``repeat_kv`` does, but
+    nothing is copied. A query that may attend to nothing gets a zero output on
+    the CPU (PyTorch's fused kernels return zeros there; on CUDA some kernels
+    return other finite values: such rows mean nothing either way).
+
+    Shapes:
+        q: (*, H, T, D); k: (*, Hkv, S, D); v: (*, Hkv, S, Dv), H % Hkv == 0
+        attn_mask: bool, True = may attend, broadcastable to (*, H, T, S)
+        returns: (*, H, T, Dv)
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor) or x.dim() < 3:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a tensor (*, heads, positions, dim), got {shape}")
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.shape[-3] % k.shape[-3] or k.shape[-3] != v.shape[-3]:
+        raise ValueError(f"q's heads must be a multiple of k's and v's (equal) heads, got {shapes}")
+    if q.shape[:-3] != k.shape[:-3] or q.shape[:-3] != v.shape[:-3]:
+        raise ValueError(f"q, k, v must share their leading (batch) dims, got {shapes}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"q and k need one head dim D, k and v one number of positions S, got {shapes}")
+    if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
+        raise ValueError(f"q, k, v must share a floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+    T, S = q.shape[-2], k.shape[-2]
+    if causal and T > S:
+        raise ValueError(f"causal attention needs T <= S (queries are the last T of S positions), got T={T}, S={S}")
+    if attn_mask is not None:
+        check_mask(attn_mask, torch.Size((*q.shape[:-1], S)))
+        if attn_mask.device != q.device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {q.device}")
+    return sdpa(q, k, v, attn_mask, causal, scale)

@@ -14,6 +14,9 @@ hands all of them back on every call. Both caches here satisfy
 * :class:`ConcatKVCache` grows by ``torch.cat``: every call copies everything
   cached so far, ``O(S)`` work per call. It is the naive baseline of the
   benchmark (``benchmarks/kv_cache.py``).
+* :class:`StaticKVCache` is preallocated too, but returns the whole buffers
+  and writes at a position held in a tensor: every step has the same shapes,
+  which is what ``torch.compile`` and CUDA graphs need.
 
 Both store ``Hkv`` heads, the heads *before* grouped-query attention expands
 them, so a grouped cache is ``H / Hkv`` times smaller than a multi-head one.
@@ -143,14 +146,74 @@ class KVCache(_CacheSpec):
         """
         new = self.check_update(k, v, self._length)  # raises before anything is written
         end = self._length + new
-        self.k[:, :, self._length:end].copy_(k)  # (B, Hkv, T, D) into slots [length, end)
-        self.v[:, :, self._length:end].copy_(v)
+        self.k.narrow(2, self._length, new).copy_(k)  # (B, Hkv, T, D) into slots [length, end)
+        self.v.narrow(2, self._length, new).copy_(v)
         self._length = end
-        return self.k[:, :, :end], self.v[:, :, :end]  # (B, Hkv, S, D) views
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)  # (B, Hkv, S, D) views
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are kept and reused)."""
         self._length = 0
+
+
+@dataclass(eq=False)
+class StaticKVCache(_CacheSpec):
+    """Preallocated cache with *static shapes*: what ``torch.compile`` and CUDA graphs need.
+
+    :class:`KVCache` returns views of the first ``S`` slots, so every decode
+    step has new shapes; a compiled step would be recompiled (or run with
+    dynamic shapes) and a CUDA graph, which replays fixed shapes at fixed
+    addresses, could not be captured at all. This cache writes the ``T`` new
+    positions at slots ``position, ..., position + T - 1`` (``position`` is a
+    one-element tensor that the caller shares between the layers and advances
+    after each call, so no Python number changes from step to step) and
+    returns the *whole* buffers: the caller's mask must hide the slots not yet
+    written. ``update`` checks nothing (it is the inside of a compiled step);
+    the generation loop that builds it checks its inputs once. The buffers are
+    marked as static addresses for CUDA graphs, as ``transformers``'
+    ``StaticCache`` does.
+
+    Shapes:
+        k, v buffers: (B, Hkv, capacity, D); position: (1,) long, shared
+        update: k, v (B, Hkv, T, D) -> the buffers (B, Hkv, capacity, D)
+    """
+
+    position: Tensor | None = None
+    k: Tensor = field(init=False, repr=False)
+    v: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        shape = (self.batch_size, self.n_kv_heads, self.capacity, self.head_dim)  # (B, Hkv, capacity, D)
+        self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if self.position is None:
+            self.position = torch.zeros(1, dtype=torch.long, device=self.device)
+        self._offsets = torch.arange(self.capacity, device=self.device)  # (capacity,)
+        torch._dynamo.mark_static_address(self.k)
+        torch._dynamo.mark_static_address(self.v)
+
+    @property
+    def length(self) -> int:
+        """Slots written so far, as the caller has advanced ``position`` (reads it back: not for loops)."""
+        return int(self.position)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the key and value buffers (the full capacity)."""
+        return self.k.nbytes + self.v.nbytes
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write ``k`` and ``v`` at slots ``position + [0, T)``; return the whole buffers.
+
+        Shapes:
+            k, v: (B, Hkv, T, D)
+            returns: k_all, v_all, each (B, Hkv, capacity, D)
+        """
+        slots = self.position + self._offsets[: k.shape[2]]  # (T,)
+        self.k.index_copy_(2, slots, k)
+        self.v.index_copy_(2, slots, v)
+        return self.k, self.v
 
 
 @dataclass(eq=False)
@@ -209,3 +272,25 @@ def cache_nbytes(caches: list[KVCache] | list[ConcatKVCache]) -> int:
         caches: n_layers caches; returns a Python int.
     """
     return sum(cache.nbytes for cache in caches)
+
+
+def flops_per_token(S: int, L: int, C: int, H: int, Hkv: int, F: int, V: int, cached: bool) -> int:
+    """FLOPs of one generated token at context length ``S``, with or without a KV cache (chapter 7).
+
+    ``W = 4 C^2 + 4 C Hkv D + 6 C F`` weight FLOPs per token and layer (q, o;
+    k, v; the gated MLP), ``4 C S`` for one query over ``S`` keys, ``2 C V`` for
+    the LM head. Without a cache the step pushes all ``S`` positions through
+    every layer and attends ``S`` queries over ``S`` keys (the full score
+    matrix): ``L (S W + 4 C S^2) + 2 C V``; with one, ``L (W + 4 C S) + 2 C V``.
+
+    Shapes:
+        plain ints (L layers, C width, H heads, Hkv key/value heads, F MLP width,
+        V vocabulary); returns an int.
+    """
+    for name, value in (("S", S), ("L", L), ("C", C), ("H", H), ("Hkv", Hkv), ("F", F), ("V", V)):
+        _check_positive_int(name, value)
+    D = C // H
+    W = 4 * C * C + 4 * C * Hkv * D + 6 * C * F
+    if cached:
+        return L * (W + 4 * C * S) + 2 * C * V
+    return L * (S * W + 4 * C * S * S) + 2 * C * V

@@ -17,16 +17,18 @@ import torch
 from torch import Tensor
 
 from attnlab.heads import repeat_kv
-from attnlab.multihead import AttentionConfig, MultiHeadAttention
+from attnlab.multihead import AttentionConfig, MultiHeadAttention, fast_path_matches_steps
 
 
+@fast_path_matches_steps
 class GroupedQueryAttention(MultiHeadAttention):
     """Multi-head attention whose keys and values have ``Hkv`` heads, ``H % Hkv == 0``.
 
     Same steps and hooks as ``MultiHeadAttention``; only ``attend`` differs: it
     expands the ``Hkv`` key/value heads to ``H`` with ``repeat_kv`` (query head
     ``h`` uses key/value head ``h // G``). The cache hook therefore stores
-    ``Hkv`` heads.
+    ``Hkv`` heads. The fast path (``need_weights=False``) copies nothing: the
+    fused kernel reads each key/value head for its group (``enable_gqa``).
 
     Shapes:
         x: (B, T, C)
@@ -82,14 +84,15 @@ def mha_to_gqa(mha: MultiHeadAttention, n_kv_heads: int) -> GroupedQueryAttentio
             f"n_kv_heads={n_kv_heads}: it must divide both"
         )
     config = AttentionConfig(
-        d_model=old.d_model, n_heads=old.n_heads, n_kv_heads=n_kv_heads, bias=old.bias
+        d_model=old.d_model, n_heads=old.n_heads, n_kv_heads=n_kv_heads, bias=old.bias,
+        head_dim=old.head_dim,
     )
     ref = mha.q_proj.weight
     gqa = GroupedQueryAttention(config, device=ref.device, dtype=ref.dtype)
     pool = old.n_kv_heads // n_kv_heads  # old key/value heads per new one
     d, c = old.head_dim, old.d_model
     with torch.no_grad():
-        gqa.q_proj.load_state_dict(mha.q_proj.state_dict())  # copies, no shared storage
+        gqa.q_proj.load_state_dict(mha.q_proj.state_dict())  # copies in place, no shared storage
         gqa.o_proj.load_state_dict(mha.o_proj.state_dict())
         for src, dst in ((mha.k_proj, gqa.k_proj), (mha.v_proj, gqa.v_proj)):
             # (Hkv_old * D, C) -> (Hkv, pool, D, C) -> (Hkv, D, C) -> (Hkv * D, C)

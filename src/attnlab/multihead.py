@@ -15,6 +15,15 @@ subclass the module and override one step instead of copying ``forward``::
     out, weights = self.attend(q, k, v, attn_mask)  # (B, H, T, D), (B, H, T, S)
     out = self.merge(out)                      # (B, T, C)
     return self.output(out), weights           # (B, T, C), (B, H, T, S)
+
+That is the *teaching path*: each step as the chapters write it, and it
+returns the attention weights. Called with ``need_weights=False`` (as the
+Llama model does), ``forward`` takes the *fast path* instead
+(:meth:`MultiHeadAttention.forward_fast`): one fused matrix multiplication for
+q, k and v (:mod:`attnlab.fused`), no per-step checks, and PyTorch's fused
+attention kernel, grouped heads read in place (``enable_gqa``) instead of
+copied. A subclass that overrides a step keeps the teaching path, always, so
+that its step runs.
 """
 
 import math
@@ -24,8 +33,10 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from attnlab.attention import scaled_dot_product_attention
+from attnlab.attention import scaled_dot_product_attention, sdpa
+from attnlab.fused import FusedLinear
 from attnlab.heads import merge_heads, split_heads
+from attnlab.masks import causal_mask
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -40,15 +51,19 @@ class AttentionConfig:
     ``n_kv_heads`` defaults to ``n_heads`` (plain multi-head attention); fewer
     key/value heads give grouped-query attention, ``n_kv_heads=1`` multi-query
     attention. ``bias`` switches the bias of all four projections.
+    ``head_dim`` defaults to ``d_model // n_heads``; a checkpoint may set it
+    explicitly (then ``n_heads * head_dim`` need not equal ``d_model``: the
+    query projection maps ``C`` to ``H * D`` and the output projection back).
 
     Shapes:
-        d_model: C = H * D; head_dim: D = C // H; group_size: G = H // Hkv.
+        d_model: C; head_dim: D (default C // H); group_size: G = H // Hkv.
     """
 
     d_model: int
     n_heads: int
     n_kv_heads: int | None = None
     bias: bool = True
+    head_dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -58,24 +73,27 @@ class AttentionConfig:
         _check_positive_int("n_kv_heads", self.n_kv_heads)
         if not isinstance(self.bias, bool):
             raise ValueError(f"bias must be a bool, got {self.bias!r}")
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(
-                f"d_model C={self.d_model} is not divisible by n_heads H={self.n_heads}"
-            )
+        if self.head_dim is None:
+            if self.d_model % self.n_heads != 0:
+                raise ValueError(
+                    f"d_model C={self.d_model} is not divisible by n_heads H={self.n_heads}"
+                )
+            object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+        _check_positive_int("head_dim", self.head_dim)
         if self.n_heads % self.n_kv_heads != 0:
             raise ValueError(
                 f"n_heads H={self.n_heads} is not divisible by n_kv_heads Hkv={self.n_kv_heads}"
             )
 
     @property
-    def head_dim(self) -> int:
-        """D = C // H, the width of one head."""
-        return self.d_model // self.n_heads
-
-    @property
     def group_size(self) -> int:
         """G = H // Hkv, the number of query heads sharing one key/value head."""
         return self.n_heads // self.n_kv_heads
+
+    @property
+    def q_dim(self) -> int:
+        """H * D, the output width of the query projection (C unless head_dim is explicit)."""
+        return self.n_heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -135,10 +153,17 @@ class MultiHeadAttention(nn.Module):
         self.config = config
         factory = {"device": device, "dtype": dtype}
         c = config.d_model
-        self.q_proj = nn.Linear(c, c, bias=config.bias, **factory)
+        self.q_proj = nn.Linear(c, config.q_dim, bias=config.bias, **factory)
         self.k_proj = nn.Linear(c, config.kv_dim, bias=config.bias, **factory)
         self.v_proj = nn.Linear(c, config.kv_dim, bias=config.bias, **factory)
-        self.o_proj = nn.Linear(c, c, bias=config.bias, **factory)
+        self.o_proj = nn.Linear(config.q_dim, c, bias=config.bias, **factory)
+        self.qkv = FusedLinear([self.q_proj, self.k_proj, self.v_proj])  # the fast path's projection
+
+    def _apply(self, fn, recurse=True):
+        """After ``.to()``, ``.half()``, ... re-fuse the projections (they got new storage)."""
+        module = super()._apply(fn, recurse)
+        self.qkv.fuse()
+        return module
 
     def check_config(self, config: AttentionConfig) -> None:
         """Raise ``ValueError`` if this class cannot run ``config``.
@@ -167,10 +192,10 @@ class MultiHeadAttention(nn.Module):
         """Split the projections into heads.
 
         Shapes:
-            q: (B, T, C); k, v: (B, T, Hkv * D)
+            q: (B, T, H * D); k, v: (B, T, Hkv * D)
             returns: q (B, H, T, D), k (B, Hkv, T, D), v (B, Hkv, T, D)
         """
-        q = split_heads(q, self.config.n_heads)  # (B, T, C) -> (B, H, T, D)
+        q = split_heads(q, self.config.n_heads)  # (B, T, H*D) -> (B, H, T, D)
         k = split_heads(k, self.config.n_kv_heads)  # (B, T, Hkv*D) -> (B, Hkv, T, D)
         v = split_heads(v, self.config.n_kv_heads)  # (B, T, Hkv*D) -> (B, Hkv, T, D)
         return q, k, v
@@ -207,15 +232,15 @@ class MultiHeadAttention(nn.Module):
 
         Shapes:
             out: (B, H, T, D)
-            returns: (B, T, C)
+            returns: (B, T, H * D)
         """
-        return merge_heads(out)  # (B, H, T, D) -> (B, T, C)
+        return merge_heads(out)  # (B, H, T, D) -> (B, T, H*D)
 
     def output(self, x: Tensor) -> Tensor:
         """Output projection that mixes the heads.
 
         Shapes:
-            x: (B, T, C)
+            x: (B, T, H * D)
             returns: (B, T, C)
         """
         return self.o_proj(x)
@@ -227,31 +252,103 @@ class MultiHeadAttention(nn.Module):
         attn_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
         cache: KVCacheProtocol | None = None,
-    ) -> tuple[Tensor, Tensor]:
+        need_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
         """Self-attention over ``x``; see the class docstring for the hooks.
 
         ``x`` is not modified. With a ``cache`` the keys are the cached ones
         followed by this call's, so ``attn_mask`` must cover ``S`` keys.
+        ``is_causal=True`` adds the offset-aware causal mask (the ``T`` queries
+        are the last ``T`` of the ``S`` positions) to ``attn_mask``.
+        ``need_weights=False`` returns ``(output, None)`` from the fast path
+        (unless a subclass overrides a step).
 
         Shapes:
             x: (B, T, C)
             attn_mask: bool, True = may attend, broadcastable to (B, H, T, S)
             position_ids: (B, T) or (T,)
-            returns: output (B, T, C), weights (B, H, T, S)
+            returns: output (B, T, C), weights (B, H, T, S) or None
         """
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.config.d_model:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(
                 f"x must have shape (B, T, C) with C={self.config.d_model}, got {shape}"
             )
-        q, k, v = self.project(x)  # (B, T, C), (B, T, Hkv*D), (B, T, Hkv*D)
+        if not need_weights and has_package_steps(type(self)):
+            return self.forward_fast(x, attn_mask, position_ids, cache, is_causal), None
+        q, k, v = self.project(x)  # (B, T, H*D), (B, T, Hkv*D), (B, T, Hkv*D)
         q, k, v = self.split(q, k, v)  # (B, H, T, D), (B, Hkv, T, D), (B, Hkv, T, D)
         q, k = self.position(q, k, position_ids)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, Hkv, T, D) -> (B, Hkv, S, D)
+        if is_causal:
+            T, S = q.shape[2], k.shape[2]
+            causal = causal_mask(T, S, device=q.device)  # (T, S), offset-aware
+            attn_mask = causal if attn_mask is None else attn_mask & causal
         out, weights = self.attend(q, k, v, attn_mask)  # (B, H, T, D), (B, H, T, S)
-        out = self.merge(out)  # (B, H, T, D) -> (B, T, C)
-        return self.output(out), weights
+        out = self.merge(out)  # (B, H, T, D) -> (B, T, H*D)
+        return self.output(out), (weights if need_weights else None)
+
+    def forward_fast(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        cache: KVCacheProtocol | None = None,
+        is_causal: bool = False,
+        rotary: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """The same steps as ``forward``, fused, unchecked, without the weights.
+
+        One ``(C, (H + 2 Hkv) D)`` projection (:class:`attnlab.fused.
+        FusedLinear`); the heads are views of its output; ``rotate_fast``
+        applies positions (nothing here; rotary embeddings in
+        :class:`attnlab.llama.RotaryAttention`, from precomputed ``rotary``
+        tables when the caller has them); :func:`attnlab.attention.sdpa`
+        attends. Nothing is checked: the caller did (``forward`` checks ``x``;
+        the Llama model checks its inputs once per call).
+
+        Shapes:
+            x: (B, T, C); attn_mask: bool, broadcastable to (B, H, T, S)
+            rotary: cos, signed sin, each (B, T, D), or None
+            returns: (B, T, C)
+        """
+        cfg = self.config
+        B, T, _ = x.shape
+        H, Hkv, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        qkv = self.qkv(x).view(B, T, H + 2 * Hkv, D)  # (B, T, (H+2Hkv)*D) -> (B, T, H+2Hkv, D)
+        qk = self.rotate_fast(qkv[:, :, : H + Hkv], position_ids, rotary)  # (B, T, H+Hkv, D)
+        k = qk[:, :, H:].transpose(1, 2)  # (B, T, Hkv, D) -> (B, Hkv, T, D)
+        v = qkv[:, :, H + Hkv:].transpose(1, 2)  # (B, T, Hkv, D) -> (B, Hkv, T, D)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, Hkv, T, D) -> (B, Hkv, S, D)
+            if attn_mask is not None and attn_mask.shape[-1] not in (1, k.shape[-2]):
+                raise ValueError(
+                    f"the cache returned keys of S={k.shape[-2]} positions (cached + new) but attn_mask "
+                    f"covers {attn_mask.shape[-1]}: the cache must return every cached position once"
+                )
+        if T == 1 and k.shape[1] == Hkv and (attn_mask is None or attn_mask.shape[-3] == 1):
+            # One new token: its G query heads per key/value head become G query rows of that head
+            # (B, 1, H, D) -> (B, Hkv, G, D), so one plain kernel call reads each K/V head once.
+            q = qk[:, 0, :H].reshape(B, Hkv, H // Hkv, D)
+            out = sdpa(q, k, v, attn_mask, False, cfg.scale)  # (B, Hkv, G, D); mask (B, 1, 1, S) broadcasts
+            return self.o_proj(out.reshape(B, 1, H * D))  # (B, Hkv, G, D) -> (B, 1, H*D) -> (B, 1, C)
+        q = qk[:, :, :H].transpose(1, 2)  # (B, T, H, D) -> (B, H, T, D)
+        out = sdpa(q, k, v, attn_mask, is_causal, cfg.scale)  # (B, H, T, D)
+        out = out.transpose(1, 2).reshape(B, T, cfg.q_dim)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, H*D)
+        return self.o_proj(out)  # (B, T, C)
+
+    def rotate_fast(
+        self, qk: Tensor, position_ids: Tensor | None, rotary: tuple[Tensor, Tensor] | None
+    ) -> Tensor:
+        """The fast path's position step: queries and keys together, unchanged here.
+
+        Shapes:
+            qk: (B, T, H + Hkv, D), the query heads then the key heads
+            returns: (B, T, H + Hkv, D)
+        """
+        return qk
 
     # ------------------------------------------------------ PyTorch weights
     def load_torch_weights(self, mha: nn.MultiheadAttention) -> "MultiHeadAttention":
@@ -341,3 +438,36 @@ def copy_torch_mha_weights(target: nn.Module, mha: nn.MultiheadAttention) -> Non
         target.o_proj.weight.copy_(mha.out_proj.weight)
         if theirs[1]:
             target.o_proj.bias.copy_(mha.out_proj.bias)
+
+
+STEPS = ("project", "split", "position", "attend", "merge", "output", "forward_fast", "rotate_fast")
+FAST_PATH_CLASSES: set[type] = set()
+_HAS_PACKAGE_STEPS: dict[type, bool] = {}
+
+
+def fast_path_matches_steps(cls: type) -> type:
+    """Class decorator: declare that ``cls.forward_fast`` computes what ``cls``'s own steps do.
+
+    Only the package's classes are declared (and tested equal on both paths).
+    """
+    FAST_PATH_CLASSES.add(cls)
+    _HAS_PACKAGE_STEPS.clear()
+    return cls
+
+
+def has_package_steps(cls: type) -> bool:
+    """True if every step of ``cls`` comes from a class whose fast path reproduces it.
+
+    A subclass that overrides a step (a learner's, a test's deliberate bug, a
+    new position scheme) must have that step run, so it keeps the teaching
+    path until it declares itself with :func:`fast_path_matches_steps`.
+    The answer is remembered per class (a dictionary lookup per call).
+    """
+    known = _HAS_PACKAGE_STEPS.get(cls)
+    if known is None:
+        owners = [next(klass for klass in cls.__mro__ if name in vars(klass)) for name in STEPS]
+        known = _HAS_PACKAGE_STEPS[cls] = all(owner in FAST_PATH_CLASSES for owner in owners)
+    return known
+
+
+fast_path_matches_steps(MultiHeadAttention)
