@@ -96,7 +96,9 @@ def test_peak_agrees_with_the_kernels_peak_resident_set_size():
     result, peak = peak_allocated_bytes(work)
     rss_peak = _vm_kib("VmHWM") * 1024 - before
     assert 4 * 16 * MiB <= peak <= 4 * 16 * MiB + SLACK
-    assert 0.95 * peak <= rss_peak <= 1.05 * peak + 8 * MiB, (rss_peak / MiB)
+    # 8 MiB either way: the rest of the process also allocates and frees pages meanwhile (seen: 3.6 MiB
+    # less on CI); one 16 MiB tensor more or less is still caught.
+    assert peak - 8 * MiB <= rss_peak <= 1.05 * peak + 8 * MiB, (rss_peak / MiB)
     del result
 
 
