@@ -54,13 +54,33 @@ TEX_LEFT = re.compile(r"\\[A-Za-z]+|\$\$|\\\(|\\\[")
 EXAMPLE_REPOSITORY = "https://github.com/example-org/attention-from-scratch"
 
 
-def toc_pages():
+CHAPTER = re.compile(r"book/\d\d-[\w-]+")
+
+
+def toc_entries():
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    return [toc["root"], *(entry["file"] for entry in toc.get("chapters", []))]
+    return [*toc.get("chapters", []), *(c for part in toc.get("parts", []) for c in part.get("chapters", []))]
+
+
+def toc_pages():
+    """Every page of the table of contents: the root, the chapters and their sections."""
+    def walk(entries):
+        for entry in entries:
+            yield entry["file"]
+            yield from walk(entry.get("sections", []))
+
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    return [toc["root"], *walk(toc_entries())]
 
 
 def chapters():
-    return [p for p in toc_pages() if re.fullmatch(r"book/\d\d-[\w-]+", p)]
+    """The chapters themselves (top-level entries), without their section pages."""
+    return [e["file"] for e in toc_entries() if CHAPTER.fullmatch(e["file"])]
+
+
+def chapter_pages():
+    """Every page of every chapter: the chapters and their section pages."""
+    return [p for p in toc_pages() if CHAPTER.fullmatch(p)]
 
 
 def exercise_notebooks(page):
@@ -411,7 +431,7 @@ def test_site_ships_only_the_mathjax_build_it_uses():
     assert shipped == ["tex-chtml.js"], f"unused MathJax builds in the site: {shipped}"
 
 
-@pytest.mark.parametrize("page_file", chapters())
+@pytest.mark.parametrize("page_file", chapter_pages())
 def test_chapter_page_weighs_at_most_3_mib(browser, site, page_file):
     sizes = measure(browser, site.url, page_file, "desktop")["bytes"]
     total = sum(size for size, _ in sizes)
