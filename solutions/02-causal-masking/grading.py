@@ -108,6 +108,36 @@ def drive_own_code(learner, inputs):
     return f"calls {', '.join(sorted(set(called)))}" if called else "no forbidden calls"
 
 
+def drive_leaks_seed(learner, inputs):
+    """Where the learner's leaks_future draws its inputs: the first q it gives attend for the seeds
+    a, a, b, and whether the global random state is left as it was."""
+    import math
+
+    T, S, D, (a, b) = inputs["T"], inputs["S"], inputs["D"], inputs["seeds"]
+
+    def recorder(seen):  # a correct causal attention that keeps the first q it is given
+        def attend(q, k, v):
+            seen.append(q.clone())
+            t, s = q.shape[-2], k.shape[-2]
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, t, s)
+            allowed = torch.ones(t, s, dtype=torch.bool).tril(s - t)
+            return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1) @ v
+        return attend
+
+    state = torch.get_rng_state()
+    firsts = []
+    for seed in (a, a, b):
+        seen = []
+        learner["leaks_future"](recorder(seen), T, S, D=D, seed=seed)
+        firsts.append(seen[0] if seen else None)
+    drawn = all(isinstance(q, torch.Tensor) for q in firsts)
+    same = drawn and firsts[0].shape == firsts[1].shape and bool(torch.equal(firsts[0], firsts[1]))
+    other = drawn and not (firsts[0].shape == firsts[2].shape and bool(torch.equal(firsts[0], firsts[2])))
+    return {f"the same seed ({a}) twice gives the same q": same,
+            f"another seed ({b}) gives another q": other,
+            "the global random state is left as it was": bool(torch.equal(torch.get_rng_state(), state))}
+
+
 def drive_leaks(learner, inputs):
     """What the learner's leaks_future says about each attention function named in inputs["attends"].
 
@@ -161,8 +191,12 @@ def drive_leaks(learner, inputs):
         weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
         return weights.masked_fill(~causal(t, s), 0.0) @ v
 
-    def shifted(amount):  # right, but earlier outputs move by `amount` once a later key differs from the first call's
-        first = {}
+    def values_ahead(q, k, v):  # the mask is right, but each value is mixed with the next position's value
+        v_next = torch.cat([v[..., 1:, :], v[..., -1:, :]], dim=-2)  # (B, s, D): value j + 1 (the last repeated)
+        return attention(q, k, (v + v_next) / 2, causal(*size(q, k)))
+
+    def shifted(amount, offset=0.0):  # right (plus offset), but earlier outputs move by `amount` once a later key
+        first = {}                    # differs from the first call's
 
         def attend(q, k, v):
             t, s = size(q, k)
@@ -171,7 +205,7 @@ def drive_leaks(learner, inputs):
             changed = (k != k0).any(-1) | (v != v0).any(-1)  # (B, s): keys that differ from the first call
             later = torch.arange(s)[None, :] > torch.arange(s - t, s)[:, None]  # (t, s): key after the query
             hit = (changed[:, None, :] & later).any(-1, keepdim=True)  # (B, t, 1)
-            return out + amount * hit.to(out.dtype)
+            return out + offset + amount * hit.to(out.dtype)
         return attend
 
     builders = {
@@ -191,6 +225,8 @@ def drive_leaks(learner, inputs):
         "raises": lambda: shifted(1e-3),
         "small": lambda: shifted(1e-4),
         "noise": lambda: shifted(2e-6),
+        "values ahead": lambda: values_ahead,
+        "just above": lambda: shifted(1.5e-5, offset=10.0),
     }
     return {label: learner["leaks_future"](builders[name](), T, S, D=D, seed=seed)
             for label, name in inputs["attends"].items()}
@@ -215,6 +251,8 @@ DESCRIPTIONS = {
     "raises": "a leak that only raises the earlier outputs (by 1e-3)",
     "small": "a leak of 1e-4",
     "noise": "rounding noise of 2e-6 (below 1e-5)",
+    "values ahead": "a leak through the values only (each value is mixed with the next position's value)",
+    "just above": "a leak of 1.5e-5 on outputs near 10 (a change larger than 1e-5 is a leak)",
 }
 
 
@@ -234,6 +272,7 @@ def leak_truth(name, T, S, position, key):
         "one row": has_future, "float32 only": has_future,
         "T < S only": has_future and T < S, "T == S only": has_future and T == S,
         "lowers": has_future, "raises": has_future, "small": has_future,
+        "values ahead": has_future, "just above": has_future,
     }[name]
 
 
@@ -389,6 +428,7 @@ def own_code_parts(g):
 
 EVERYWHERE = ("causal", "top-left", "no mask", "triu", "off by one", "after softmax")
 LOCALISED = ("causal", "one query", "one key", "one row", "float32 only", "T < S only", "T == S only",
+             "values ahead", "just above",
              "lowers", "raises", "small", "noise")
 
 
@@ -399,6 +439,11 @@ def leak_parts(g):
     S = randint(g, 5, 11)
     everywhere.append(leak_case(g, randint(g, 2, S - 1), S, EVERYWHERE, "T < S"))
     everywhere.append(leak_case(g, 1, randint(g, 3, 9), EVERYWHERE, "T == 1: one query at the last position"))
+    S, a = randint(g, 3, 9), randint(g, 0, 1000)
+    seeds = (a, (a + randint(g, 1, 1000)) % 1000)
+    inputs = {"T": randint(g, 1, S + 1), "S": S, "D": randint(g, 4, 17), "seeds": seeds}
+    everywhere.append(Case(drive_leaks_seed, inputs, label="q, k, v drawn from a torch.Generator seeded with seed "
+                                                          f"(seeds {seeds[0]} and {seeds[1]})"))
     localised = []
     S = randint(g, 5, 9)
     localised.append(leak_case(g, S, S, LOCALISED, "T == S"))

@@ -119,6 +119,56 @@ def drive_convert_error(learner, inputs):
     return "no error"
 
 
+def drive_checker_value(learner, inputs):
+    """The learner's relative_position_error for a "rotation" that returns fixed vectors whatever x is."""
+    table = inputs["table"]  # (P, D)
+    return learner["relative_position_error"](lambda x, positions: table[positions][None, None].clone(),
+                                              table.shape[1], max_position=table.shape[0], seed=inputs["seed"])
+
+
+def drive_checker_seed(learner, inputs):
+    """Where the learner's relative_position_error draws q and k: the first x it rotates for the seeds
+    a, a, b, and whether the global random state is left as it was."""
+    D, P, (a, b) = inputs["head_dim"], inputs["max_position"], inputs["seeds"]
+
+    def recorder(seen):  # a correct half-split rotary that keeps the first x it is given
+        def rotate(x, positions):
+            seen.append(x.clone())
+            theta = positions[:, None].double() * 10000.0 ** (-torch.arange(0, D, 2).double() / D)  # (P, D/2)
+            cos, sin = torch.cat((theta, theta), -1).cos().float(), torch.cat((theta, theta), -1).sin().float()
+            return x * cos + torch.cat((-x[..., D // 2:], x[..., : D // 2]), dim=-1) * sin
+        return rotate
+
+    state = torch.get_rng_state()
+    firsts = []
+    for seed in (a, a, b):
+        seen = []
+        learner["relative_position_error"](recorder(seen), D, max_position=P, seed=seed)
+        firsts.append(seen[0] if seen else None)
+    drawn = all(isinstance(x, torch.Tensor) for x in firsts)
+    same = drawn and firsts[0].shape == firsts[1].shape and bool(torch.equal(firsts[0], firsts[1]))
+    other = drawn and not (firsts[0].shape == firsts[2].shape and bool(torch.equal(firsts[0], firsts[2])))
+    shapes = sorted({tuple(x.shape) for x in firsts if isinstance(x, torch.Tensor)})
+    return {f"the same seed ({a}) twice gives the same q": same,
+            f"another seed ({b}) gives another q": other,
+            "the global random state is left as it was": bool(torch.equal(torch.get_rng_state(), state)),
+            "the shapes of the x given to rotate": ", ".join(str(shape) for shape in shapes)}
+
+
+def drive_convert_own_memory(learner, inputs):
+    """Whether zeroing the converted weights leaves w_q and w_k as they were (new tensors, not views)."""
+    w_q, w_k = inputs["w_q"].clone(), inputs["w_k"].clone()  # the learner's own copies: the grader's stay intact
+    before = w_q.clone(), w_k.clone()
+    result = learner["convert_meta_qk"](w_q, w_k, inputs["n_heads"], inputs["n_kv_heads"])
+    if not (isinstance(result, tuple) and all(isinstance(t, torch.Tensor) for t in result)):
+        return f"a {type(result).__name__}, not a tuple of tensors"
+    for t in result:
+        t.zero_()
+    if torch.equal(w_q, before[0]) and torch.equal(w_k, before[1]):
+        return "new tensors: zeroing them leaves w_q and w_k as they were"
+    return "views of w_q or w_k: zeroing them changed the inputs"
+
+
 def drive_checker(learner, inputs):
     """What the learner's relative_position_error says about each rotation named in inputs["rotations"].
 
@@ -187,6 +237,8 @@ def drive_checker(learner, inputs):
         "learned table": lambda x, positions: x + table[positions, : x.shape[-1]],
         "sinusoids": sinusoids,
         "nan": lambda x, positions: x * float("nan"),
+        "nan at one position": lambda x, positions: rotary()(x, positions).masked_fill((positions == where)[:, None],
+                                                                                      float("nan")),
         "one position": one_position,
         "short table": rotary(lambda p: p.clamp(max=where)),
         "wraps": rotary(lambda p: p % (where + 1)),
@@ -272,6 +324,7 @@ DESCRIPTIONS = {
     "learned table": "a learned absolute table added",
     "sinusoids": "added sinusoids",
     "nan": "a rotation that returns NaN",
+    "nan at one position": "a rotation that returns NaN at position {where} only",
     "one position": "wrong at position {where} only (its angles are garbage)",
     "short table": "wrong beyond position {where} (a table of {rows} rows)",
     "wraps": "wrong beyond position {where} (a table of {rows} rows that wraps around)",
@@ -282,12 +335,14 @@ VERDICTS = {
     "half split": "relative", "interleaved": "relative", "other way": "relative", "base 500000": "relative",
     "partial": "relative", "no rotation": "relative", "long enough table": "relative",
     "mixed layouts": "broken", "learned table": "broken", "sinusoids": "broken", "nan": "inf",
+    "nan at one position": "inf",
     "one position": "broken", "short table": "broken", "wraps": "broken", "one pair": "broken",
     "float32 only": "broken",
 }
 BASIC = ("half split", "interleaved", "other way", "base 500000", "partial", "no rotation", "mixed layouts",
          "learned table", "sinusoids", "nan")
-LOCALISED = ("long enough table", "one position", "short table", "wraps", "one pair", "float32 only")
+LOCALISED = ("long enough table", "one position", "short table", "wraps", "one pair", "float32 only",
+             "nan at one position")
 
 
 def randint(g, low, high):
@@ -353,7 +408,7 @@ def cos_sin_parts(g):
                             atol=1e-2, rtol=0.0))
     errors = [Case(drive_cos_sin_error, {"positions": torch.arange(4), "head_dim": head_dim},
                    label=f"rope_cos_sin(positions, head_dim={head_dim})")
-              for head_dim in (7, 1, 0, 2 * randint(g, 2, 20) + 1, -2 * randint(g, 1, 5))]
+              for head_dim in (7, 1, 0, 2 * randint(g, 2, 20) + 1, -2 * randint(g, 1, 5), 2.0 * randint(g, 1, 9))]
     return [
         Part("test_cos_sin_shape", layout, **rules("rope_cos_sin")),
         Part("test_cos_sin_values", values, **rules("rope_cos_sin")),
@@ -412,6 +467,11 @@ def apply_rope_parts(g):
         inputs = {"x": torch.randn(x_shape, generator=g), "cos": torch.ones(table_shape),
                   "sin": torch.zeros(table_shape), "names": [n.split("=")[-1] for n in names]}
         errors.append(Case(drive_rope_error, inputs, label=f"x {x_shape}, cos/sin {table_shape}"))
+    x = torch.randn(2, 1, 3, 8, generator=g)
+    for cos_shape, sin_shape in (((3, 8), (2, 3, 8)), ((2, 3, 8), (3, 8))):
+        inputs = {"x": x, "cos": torch.ones(cos_shape), "sin": torch.zeros(sin_shape),
+                  "names": [str(cos_shape), str(sin_shape), str(tuple(x.shape))]}
+        errors.append(Case(drive_rope_error, inputs, label=f"x {tuple(x.shape)}, cos {cos_shape}, sin {sin_shape}"))
     return [layout, values, low,
             Part("test_apply_rope_inputs", unchanged, **rules("apply_rope")),
             Part("test_apply_rope_errors", errors, **rules("apply_rope"))]
@@ -434,6 +494,11 @@ def convert_parts(g):
                       .to(dtype), "n_heads": H, "n_kv_heads": Hkv}
             rows.append(Case(drive_convert, inputs, label=f"n_heads={H}, n_kv_heads={Hkv}, D={D}, C={C}, {dtype}",
                              atol=0.0, rtol=0.0))
+    for H, Hkv, D in [(8, 2, 2), (2, 1, 2 * randint(g, 2, 8))]:
+        inputs = {"w_q": torch.randn(H * D, 3, generator=g), "w_k": torch.randn(Hkv * D, 3, generator=g),
+                  "n_heads": H, "n_kv_heads": Hkv}
+        rows.append(Case(drive_convert_own_memory, inputs,
+                         label=f"n_heads={H}, n_kv_heads={Hkv}, D={D}: the converted weights zeroed in place"))
     scores = []
     for H, Hkv, D in [(2, 2, 8), (4, 2, 8), (6, 3, 6), (4, 1, 16), (8, 2, 2 * randint(g, 3, 9))]:
         C, T, B = 16, randint(g, 4, 10), 2
@@ -445,7 +510,8 @@ def convert_parts(g):
                            atol=1e-4, rtol=1e-4))
     errors = []
     for q_rows, k_rows, H, Hkv, named_rows, named_heads in [(12, 12, 5, 5, 12, 5), (12, 12, 4, 4, 12, 4),
-                                                            (16, 12, 2, 5, 12, 5), (16, 6, 2, 2, 6, 2)]:
+                                                            (16, 12, 2, 5, 12, 5), (16, 6, 2, 2, 6, 2),
+                                                            (16, 8, 0, 1, 16, 0), (16, 8, 2, 0, 8, 0)]:
         inputs = {"w_q": torch.randn(q_rows, 4, generator=g), "w_k": torch.randn(k_rows, 4, generator=g),
                   "n_heads": H, "n_kv_heads": Hkv, "names": [named_rows, named_heads]}
         errors.append(Case(drive_convert_error, inputs,
@@ -459,6 +525,17 @@ def checker_parts(g):
     basic = [checker_case(g, 16, 64, ("half split", "sinusoids"), "visible")]
     for D in (8, 4 * randint(g, 3, 9)):  # D/2 even: the partial rotary turns half of the channels
         basic.append(checker_case(g, D, 64, BASIC, f"head_dim={D}"))
+    P = randint(g, 3, 9)
+    D = P + P % 2  # even, and room for P orthogonal vectors
+    lengths = torch.randperm(P, generator=g) + 1.0  # orthogonal vectors of distinct lengths: only offset 0 varies
+    for table, what in ((torch.eye(P, D) * lengths[:, None], "orthogonal vectors of distinct lengths"),
+                        (torch.randn(P, D, generator=g), "random vectors")):
+        basic.append(Case(drive_checker_value, {"table": table, "seed": randint(g, 0, 1000)}, atol=1e-9, rtol=1e-9,
+                          label=f"a rotation that returns {what} at positions 0..{P - 1} whatever x is (head_dim={D})"))
+    S, a = randint(g, 3, 9), randint(g, 0, 1000)
+    seeds = (a, (a + randint(g, 1, 1000)) % 1000)
+    basic.append(Case(drive_checker_seed, {"head_dim": 2 * randint(g, 2, 9), "max_position": S, "seeds": seeds},
+                      label=f"q and k drawn from a torch.Generator seeded with seed (seeds {seeds[0]} and {seeds[1]})"))
     localised = [checker_case(g, 16, 64, ("short table",), "visible")]
     for D, P in ((8, 64), (4 * randint(g, 3, 9), randint(g, 40, 100))):
         localised.append(checker_case(g, D, P, LOCALISED, f"head_dim={D}"))

@@ -1,0 +1,12 @@
+"""The conversion returns reshape's result as is: for D = 2 it is a view, and changing it changes the checkpoint."""
+# feedback: views of w_q or w_k
+# cell: convert_meta_qk
+def convert_meta_qk(w_q, w_k, n_heads, n_kv_heads):
+    def per_head(w, heads):
+        rows, width = w.shape
+        if heads < 1 or rows % heads or (rows // heads) % 2:
+            raise ValueError(f"a weight of {rows} rows cannot be cut into {heads} heads of an even head dimension D")
+        D = rows // heads
+        return w.reshape(heads, D // 2, 2, width).transpose(1, 2).reshape(rows, width)
+
+    return per_head(w_q, n_heads), per_head(w_k, n_kv_heads)
