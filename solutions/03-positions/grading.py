@@ -438,6 +438,8 @@ def rope_parts(g, function, names):
         B, H, T, D = randint(g, 1, 5), randint(g, 1, 5), randint(g, 1, 7), 2 * randint(g, 2, 17)
         if n % 4 == 3:
             B = H = max(B, 2)  # B == H: (B, T, D) tables broadcast silently against the heads without a head axis
+        if n % 3 == 2:
+            H, T = max(H, 2), max(T, 2)  # a transpose with H = 1 or T = 1 is still viewable: keep it non-contiguous
         positions = positions_for(g, B, T, ["cache", "both", "padding", "both"][n % 4])
         values.append(rotation_case(g, function, B, H, T, D, positions, transposed=n % 3 == 2,
                                     base=[10000.0, 500.0][n % 2], atol=1e-5, rtol=1e-4, exact_dtype=False))
