@@ -48,6 +48,7 @@ import difflib
 import hashlib
 import multiprocessing
 import os
+import secrets
 import sys
 import time
 import traceback
@@ -657,6 +658,38 @@ def check_known_bugs(assignment: str, worker: Worker) -> list[str]:
     return lines
 
 
+def check_known_bugs_across_seeds(assignment: str, worker: Worker, seeds: list[int]) -> list[str]:
+    """Which known bugs pass every authoritative check for some secret seed? Report lines.
+
+    ``scripts/grade`` draws its cases from a new secret seed in every run, so a case that catches a
+    bug only for some shapes (a transpose with one head is still contiguous, say) lets that bug keep
+    full marks by chance. Only the solution cells run (the notebook's own tests are deterministic:
+    ``tests/test_grading.py`` covers them); the grader's checks run as in :func:`_authoritative_failures`.
+    """
+    sys.path.insert(0, str(REPO / "tests"))
+    from course import known_bugs
+
+    lines = [f"{assignment}: known bugs under {len(seeds)} secret seeds"]
+    for notebook in sorted((SOLUTIONS / assignment).glob("*.ipynb")):
+        cells = [c for c in load_cells(notebook) if c.kind != "test"]
+        for seed in seeds:
+            raw = worker.run(_job(cells), 120, stop_at_first=False, cwd=notebook.parent, authority=(str(notebook), seed))
+            if raw["failed"] or raw["status"] != "survived":
+                lines.append(f"  REFERENCE FAILS for seed {seed}: {raw['failed'] or raw['error']}")
+        for bug in known_bugs(assignment):
+            escaped = []
+            for seed in seeds:
+                raw = worker.run(_job(cells, {k: v + "\n" for k, v in bug.cells.items()}), 60, stop_at_first=False,
+                                 cwd=notebook.parent, authority=(str(notebook), seed))
+                if raw["status"] == "survived" and not raw["failed"]:  # a timeout or crash loses points too
+                    escaped.append(seed)
+            if escaped:
+                lines.append(f"  {bug.name}: keeps full marks for seeds {escaped}")
+    if len(lines) == 1:
+        lines.append("  every known bug loses points for every seed")
+    return lines
+
+
 def main(argv=None) -> int:
     assignments_all = sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir() and p.name[:2].isdigit())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -667,6 +700,9 @@ def main(argv=None) -> int:
     parser.add_argument("--min-score", type=float, help="exit 1 if an assignment's kill rate is below this (%%)")
     parser.add_argument("--known-bugs", action="store_true",
                         help="instead: run each known bug through every graded cell (a quick preview of test_grading)")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="with --known-bugs: grade each known bug with the grader's own checks under N secret "
+                             "seeds and list those that keep full marks for some seed")
     args = parser.parse_args(argv)
     assignments = args.assignments or assignments_all
     unknown = set(assignments) - set(assignments_all)
@@ -681,8 +717,12 @@ def main(argv=None) -> int:
     if args.known_bugs:
         worker = Worker()
         try:
+            seeds = [secrets.randbits(62) for _ in range(args.seeds or 0)]
             for assignment in assignments:
-                print("\n".join(check_known_bugs(assignment, worker)))
+                if seeds:
+                    print("\n".join(check_known_bugs_across_seeds(assignment, worker, seeds)), flush=True)
+                else:
+                    print("\n".join(check_known_bugs(assignment, worker)))
         finally:
             worker.stop()
         return 0
