@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnlab.masks import causal_mask
+
 
 def stable_softmax(logits: Tensor, dim: int = -1) -> Tensor:
     """Softmax that neither overflows on large logits nor returns NaN on empty rows.
@@ -151,7 +153,7 @@ def sdpa(
             return F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, scale=scale, enable_gqa=q.shape[-3] != k.shape[-3]
             )
-        below = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # (T, S) bottom-right
+        below = causal_mask(T, S, device=q.device)  # (T, S) bottom-right
         attn_mask = below if attn_mask is None else attn_mask & below
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=q.shape[-3] != k.shape[-3]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import attnlab.flash
+from attnlab.masks import causal_mask
 
 NAN_FROM_EMPTY_BLOCK = (
     "NaN in rows that do have allowed keys: in a block where all of a row's scores are -inf (masked), "
@@ -316,11 +317,14 @@ def tiled_with_mistake(
 
 
 def _allowed(q: Tensor, k: Tensor, is_causal: bool, attn_mask: Tensor | None) -> Tensor:
-    """The full (*, T, S) boolean mask, built with torch.tril. Shapes: -> (*, T, S)."""
+    """The full (*, T, S) boolean mask: the course's offset-aware causal mask and ``attn_mask``.
+
+    Shapes: -> (*, T, S)
+    """
     T, S = q.shape[-2], k.shape[-2]
     allowed = torch.ones(*q.shape[:-2], T, S, dtype=torch.bool)
     if is_causal:
-        allowed = allowed & torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
+        allowed = allowed & causal_mask(T, S)
     if attn_mask is not None:
         allowed = allowed & attn_mask
     return allowed

@@ -171,16 +171,24 @@ def explain_rope_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tensor, exac
 
     ``exact_dtype=False``: another dtype than ``x``'s is not a mistake here (values only).
     """
+    return _explain_rotation(got, x, cos, sin, apply_rotary(x, cos, sin), rope_mistakes(x, cos, sin),
+                             "x * cos + rotate_half(x) * sin", exact_dtype)
+
+
+def _explain_rotation(got, x, cos, sin, want, mistakes, right, exact_dtype) -> str:
+    """The shared sentence of the two rotation diagnoses: shape/dtype, then the named mistakes, else where.
+
+    Shapes:
+        x, want: (B, H, T, D); cos, sin: the half-split tables; ``mistakes`` yields (description, output)
+    """
     setting = f"x {tuple(x.shape)}, cos/sin {tuple(cos.shape)}"
-    want = apply_rotary(x, cos, sin)
     problem = _shape_dtype_problem(got, want, "the output", exact_dtype)
     if problem:
         return f"{problem} (for {setting})."
-    matches = [d for d, wrong in rope_mistakes(x, cos, sin) if not _same(wrong, want) and _close(got, wrong)]
+    matches = [d for d, wrong in mistakes if not _same(wrong, want) and _close(got, wrong)]
     if matches:
         return _looks_like(matches, setting)
-    return (f"the output differs from x * cos + rotate_half(x) * sin: {_where_wrong(got, want, ('b', 'h', 't', 'channel'))} "
-            f"(for {setting}).")
+    return f"the output differs from {right}: {_where_wrong(got, want, ('b', 'h', 't', 'channel'))} (for {setting})."
 
 
 def interleaved_mistakes(x: Tensor, cos: Tensor, sin: Tensor) -> Iterator[tuple[str, Tensor]]:
@@ -208,16 +216,8 @@ def explain_interleaved_mismatch(got: object, x: Tensor, cos: Tensor, sin: Tenso
 
     ``exact_dtype=False``: another dtype than ``x``'s is not a mistake here (values only).
     """
-    setting = f"x {tuple(x.shape)}, cos/sin {tuple(cos.shape)}"
-    want = apply_rotary_interleaved(x, cos, sin)
-    problem = _shape_dtype_problem(got, want, "the output", exact_dtype)
-    if problem:
-        return f"{problem} (for {setting})."
-    matches = [d for d, wrong in interleaved_mistakes(x, cos, sin) if not _same(wrong, want) and _close(got, wrong)]
-    if matches:
-        return _looks_like(matches, setting)
-    return (f"the output differs from rotating each pair (2i, 2i+1) by angle i: "
-            f"{_where_wrong(got, want, ('b', 'h', 't', 'channel'))} (for {setting}).")
+    return _explain_rotation(got, x, cos, sin, apply_rotary_interleaved(x, cos, sin), interleaved_mistakes(x, cos, sin),
+                             "rotating each pair (2i, 2i+1) by angle i", exact_dtype)
 
 
 # ------------------------------------------------------------ porting a checkpoint
