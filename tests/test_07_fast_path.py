@@ -122,7 +122,9 @@ def test_fused_linear_shares_storage_and_follows_changes():
     x = torch.randn(2, 8)
     with torch.no_grad():  # one GEMM may sum in another order than three: equal to rounding
         assert torch.allclose(fused(x), torch.cat([layer(x) for layer in layers], -1), atol=1e-6, rtol=0)
-        assert layers[1].weight.data_ptr() == fused.weight.data_ptr() + 5 * 8 * 4  # a view: no second copy
+        # a view, no second copy: input-major, layer 1's weight is columns 5.. of one (8, 8) storage
+        assert layers[1].weight.data_ptr() == fused.weight.data_ptr() + 5 * 4
+        assert fused.weight.t().is_contiguous() and layers[0].weight.stride() == (1, 8)
         layers[0].load_state_dict({"weight": torch.ones(5, 8), "bias": torch.zeros(5)})  # in place
         assert torch.allclose(fused(x)[:, :5], x.sum(-1, keepdim=True).expand(2, 5), atol=1e-6, rtol=0)
         layers[1].weight = nn.Parameter(torch.zeros(3, 8))  # replaced: noticed and re-fused
