@@ -136,6 +136,17 @@ def print_table(title: str, rows: list[tuple[str, dict]], unit: str, per_call: f
 
 
 # ------------------------------------------------------------------ machine
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name from ``/proc/cpuinfo``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu_name = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu_name = names[0] if names else cpu_name
+    return cpu_name
+
+
 def copy_bandwidth(device: torch.device, mib: int, reps: int) -> float:
     """Bytes per second of ``dst.copy_(src)``, counting the read and the write (STREAM's copy)."""
     n = mib * 2**20 // 4
@@ -384,11 +395,7 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    cpu_name = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu_name = names[0] if names else cpu_name
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name
+    device_name = describe_device(device)
     results = {"device": str(device), "device_name": device_name, "cpu_threads": torch.get_num_threads(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
                "reps": args.reps, "quick": args.quick, "clock": args.clock, "small_config": SMALL,

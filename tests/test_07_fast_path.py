@@ -122,7 +122,7 @@ def test_fused_linear_shares_storage_and_follows_changes():
     x = torch.randn(2, 8)
     with torch.no_grad():  # one GEMM may sum in another order than three: equal to rounding
         assert torch.allclose(fused(x), torch.cat([layer(x) for layer in layers], -1), atol=1e-6, rtol=0)
-        # a view, no second copy: input-major, layer 1's weight is columns 5.. of one (8, 8) storage
+        # a view, no second copy: input-major on the CPU, layer 1's weight is columns 5.. of one (8, 8) storage
         assert layers[1].weight.data_ptr() == fused.weight.data_ptr() + 5 * 4
         assert fused.weight.t().is_contiguous() and layers[0].weight.stride() == (1, 8)
         layers[0].load_state_dict({"weight": torch.ones(5, 8), "bias": torch.zeros(5)})  # in place
@@ -132,6 +132,29 @@ def test_fused_linear_shares_storage_and_follows_changes():
     y = fused(x.requires_grad_())  # with autograd: layer by layer, gradients reach every parameter
     y.sum().backward()
     assert all(layer.weight.grad is not None for layer in layers)
+
+
+def test_weight_layout_follows_the_device():
+    """Input-major on the CPU, row-major elsewhere (``meta`` stands in for a GPU); values kept."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=30, d_model=16, n_layers=1, n_heads=4, n_kv_heads=2, ffn_hidden=32)
+    model = LlamaLM(config)
+
+    def matrices():
+        block = model.layers[0]
+        return [block.self_attn.qkv.weight, block.self_attn.o_proj.weight, block.self_attn.q_proj.weight,
+                block.mlp.gate_up.weight, block.mlp.down_proj.weight, model.lm_head.weight]
+
+    def input_major():  # (R, C) with strides (1, R'): each output's weights are a column of the storage
+        return [w.stride(0) == 1 and w.stride(1) >= w.shape[0] > 1 for w in matrices()]
+
+    assert all(input_major())
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    model.to("meta")
+    assert all(w.stride(1) == 1 for w in matrices()) and not any(input_major())  # row-major
+    model.to_empty(device="cpu").load_state_dict(state)
+    assert all(input_major())
+    assert all(torch.equal(tensor, model.state_dict()[name]) for name, tensor in state.items())
 
 
 def test_model_dtype_change_refuses_stale_fused_weights():

@@ -121,6 +121,7 @@ def test_llama_generation_on_the_gpu_gives_the_cpu_tokens_and_logits(attention_i
         want_tokens, want_logits = generate_with_logits(cpu, ids, mask, max_new_tokens=8)
         tokens, logits = generate_with_logits(gpu, ids.to(GPU), mask.to(GPU), max_new_tokens=8)
     assert tokens.device.type == "cuda"
+    assert gpu.lm_head.weight.is_contiguous() and gpu.layers[0].mlp.gate_up.weight.is_contiguous()  # row-major
     torch.testing.assert_close(logits.cpu(), want_logits, atol=ATOL, rtol=0)
     assert torch.equal(tokens.cpu(), want_tokens)
 

@@ -19,13 +19,14 @@ Autograd only sees the fused tensor, not the per-layer parameters, so the
 fused product is used only when no gradient is being recorded; with gradients
 enabled the layers run one by one, as written.
 
-Weights are stored *input-major*: the ``(R, C)`` weight an ``nn.Linear``
-holds is the transpose of a contiguous ``(C, R)`` tensor (:func:`store_input_major`;
-the same values, other strides). Decoding multiplies only a few rows (one per
-sequence) by each weight, and on the CPU the BLAS reads a ``(C, R)`` matrix
-1.3-2x faster there than the row-major ``(R, C)`` one ``nn.Linear`` allocates
-(``benchmarks/vs_hf.py`` measures the whole model); for a long prompt the two
-layouts cost the same.
+On the CPU, weights are stored *input-major*: the ``(R, C)`` weight an
+``nn.Linear`` holds is the transpose of a contiguous ``(C, R)`` tensor
+(:func:`store_for_decoding`; the same values, other strides). Decoding
+multiplies only a few rows (one per sequence) by each weight, and there the
+CPU's BLAS reads a ``(C, R)`` matrix up to 1.5x faster than the row-major
+``(R, C)`` one ``nn.Linear`` allocates; for a long prompt the two layouts cost
+about the same (``benchmarks/weight_layout.py``). On other devices the weights
+stay row-major: that is the layout the GPU benchmarks measured.
 """
 
 import torch
@@ -88,43 +89,53 @@ class FusedLinear:
         return F.linear(x, self.weight, self.bias)  # (*, C) @ (C, R) -> (*, R)
 
 
-def store_input_major(layer: nn.Linear) -> nn.Linear:
-    """Keep ``layer.weight`` as the transpose of a contiguous ``(C, R)`` tensor; returns ``layer``.
+def input_major_on(device: torch.device) -> bool:
+    """Whether weights on ``device`` are stored input-major: on the CPU, where it was measured faster."""
+    return device.type == "cpu"
 
-    The same values and the same ``(R, C)`` shape; only the strides change
-    (``(1, R)`` instead of ``(C, 1)``), which ``.to()``, ``state_dict`` and
-    ``load_state_dict`` keep.
+
+def store_for_decoding(layer: nn.Linear) -> nn.Linear:
+    """Store ``layer.weight`` in its device's layout for decoding (see the module's docstring); returns ``layer``.
+
+    On the CPU the weight becomes the transpose of a contiguous ``(C, R)``
+    tensor, elsewhere a contiguous ``(R, C)`` one: the same values and shape,
+    other strides. ``.to()`` keeps the strides; modules call this again after
+    ``.to()`` so that the layout follows the device.
 
     Shapes:
-        layer.weight: (R, C), stored as (C, R)
+        layer.weight: (R, C), stored as (C, R) on the CPU
     """
     weight = layer.weight
-    if weight.t().is_contiguous():
-        return layer  # already input-major
+    input_major = input_major_on(weight.device)
+    if (weight.t() if input_major else weight).is_contiguous():
+        return layer  # already in the layout
     with torch.inference_mode(weight.is_inference()), torch.no_grad():
-        weight.data = weight.detach().t().contiguous().t()  # (R, C) -> (C, R) contiguous -> (R, C) view
+        if input_major:
+            weight.data = weight.detach().t().contiguous().t()  # (R, C) -> (C, R) contiguous -> (R, C) view
+        else:
+            weight.data = weight.detach().contiguous()  # (R, C) row-major
     return layer
 
 
 def _stack_as_views(params: list[nn.Parameter]) -> Tensor:
     """Concatenate ``params`` into one tensor and point each ``.data`` at its block.
 
-    Biases are stacked along dim 0. Weights are stacked input-major: one
-    contiguous ``(C, R)`` tensor whose column blocks are the layers'
-    transposed weights; the returned ``(R, C)`` matrix is its transpose.
+    Biases are stacked along dim 0. Weights are stacked along dim 0 too, or,
+    on the CPU, input-major: one contiguous ``(C, R)`` tensor whose column
+    blocks are the layers' transposed weights; the returned ``(R, C)`` matrix
+    is then its transpose.
 
     Shapes:
         params: (R_i, C) or (R_i,) each -> returns (R, C) or (R,)
     """
-    vector = params[0].dim() == 1
-    if vector:
-        blocks = torch.cat([p.detach() for p in params], dim=0)  # (R,), one new storage
-    else:
+    input_major = params[0].dim() == 2 and input_major_on(params[0].device)
+    if input_major:
         blocks = torch.cat([p.detach().t() for p in params], dim=1)  # (C, R_i) each -> (C, R), contiguous
+    else:
+        blocks = torch.cat([p.detach() for p in params], dim=0)  # (R, *rest), one new storage
     start = 0
     for p in params:
         rows = p.shape[0]
-        block = blocks[start:start + rows] if vector else blocks[:, start:start + rows].t()  # (R_i,) or (R_i, C)
-        p.data = block  # same values; the old storage is freed
+        p.data = blocks[:, start:start + rows].t() if input_major else blocks[start:start + rows]  # (R_i, ...)
         start += rows
-    return blocks if vector else blocks.t()  # (R,), or (C, R) -> (R, C)
+    return blocks.t() if input_major else blocks  # (C, R) -> (R, C), or (R, *rest)

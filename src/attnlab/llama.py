@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnlab.cache import KVCache
-from attnlab.fused import FusedLinear, store_input_major
+from attnlab.fused import FusedLinear, store_for_decoding
 from attnlab.gqa import GroupedQueryAttention
 from attnlab.masks import _check_attention_mask, attention_mask_for, position_ids as positions_from_mask
 from attnlab.multihead import AttentionConfig, KVCacheProtocol, fast_path_matches_steps, has_package_steps
@@ -228,14 +228,14 @@ class GatedMLP(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.gate_proj = nn.Linear(d_model, ffn_hidden, bias=bias, **factory)
         self.up_proj = nn.Linear(d_model, ffn_hidden, bias=bias, **factory)
-        self.down_proj = store_input_major(nn.Linear(ffn_hidden, d_model, bias=bias, **factory))
+        self.down_proj = store_for_decoding(nn.Linear(ffn_hidden, d_model, bias=bias, **factory))
         self.gate_up = FusedLinear([self.gate_proj, self.up_proj])
 
     def _apply(self, fn, recurse=True):
-        """After ``.to()``, ``.half()``, ... re-fuse gate and up (they got new storage)."""
+        """After ``.to()``, ``.half()``, ...: re-fuse gate and up (new storage); down takes its device's layout."""
         module = super()._apply(fn, recurse)
         self.gate_up.fuse()
-        store_input_major(self.down_proj)
+        store_for_decoding(self.down_proj)
         return module
 
     def forward(self, x: Tensor) -> Tensor:
@@ -349,11 +349,18 @@ class LlamaLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight  # one (V, C) matrix, two uses
         else:
-            store_input_major(self.lm_head)  # (V, C) stored as (C, V): see attnlab.fused
+            store_for_decoding(self.lm_head)  # (V, C), stored as (C, V) on the CPU: see attnlab.fused
         # cos and sin of every position, computed once for all layers (not in the state_dict)
         self.rotary = RotaryEmbedding(
             config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling, device=device
         )
+
+    def _apply(self, fn, recurse=True):
+        """After ``.to()``, ``.half()``, ...: the untied LM head takes its device's layout (attnlab.fused)."""
+        module = super()._apply(fn, recurse)
+        if not self.config.tie_word_embeddings:
+            store_for_decoding(self.lm_head)
+        return module
 
     @classmethod
     def from_hf(

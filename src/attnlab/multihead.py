@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from attnlab.attention import scaled_dot_product_attention, sdpa
-from attnlab.fused import FusedLinear, store_input_major
+from attnlab.fused import FusedLinear, store_for_decoding
 from attnlab.heads import merge_heads, split_heads
 from attnlab.masks import causal_mask
 
@@ -156,14 +156,14 @@ class MultiHeadAttention(nn.Module):
         self.q_proj = nn.Linear(c, config.q_dim, bias=config.bias, **factory)
         self.k_proj = nn.Linear(c, config.kv_dim, bias=config.bias, **factory)
         self.v_proj = nn.Linear(c, config.kv_dim, bias=config.bias, **factory)
-        self.o_proj = store_input_major(nn.Linear(config.q_dim, c, bias=config.bias, **factory))
+        self.o_proj = store_for_decoding(nn.Linear(config.q_dim, c, bias=config.bias, **factory))
         self.qkv = FusedLinear([self.q_proj, self.k_proj, self.v_proj])  # the fast path's projection
 
     def _apply(self, fn, recurse=True):
-        """After ``.to()``, ``.half()``, ... re-fuse the projections (they got new storage)."""
+        """After ``.to()``, ``.half()``, ...: re-fuse q/k/v (new storage); o_proj takes its device's layout."""
         module = super()._apply(fn, recurse)
         self.qkv.fuse()
-        store_input_major(self.o_proj)
+        store_for_decoding(self.o_proj)
         return module
 
     def check_config(self, config: AttentionConfig) -> None:
