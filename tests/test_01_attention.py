@@ -1,10 +1,13 @@
 """attnlab.attention against PyTorch's own softmax and scaled_dot_product_attention."""
 
+from itertools import product
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attnlab import scaled_dot_product_attention, stable_softmax
+from attnlab.attention import broadcasts_to
 from attnlab.diagnose import attention_mistakes, explain_attention_mismatch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -191,3 +194,14 @@ def test_scale_by_d_is_not_confused_with_no_scale():
     assert "by D instead of sqrt(D)" in explain_attention_mismatch(by_d, q, k, v)
     unscaled = torch.softmax(q @ k.transpose(-2, -1), -1) @ v
     assert "did not scale" in explain_attention_mismatch(unscaled, q, k, v)
+
+
+def test_broadcasts_to_agrees_with_torch_broadcast_shapes():
+    """The per-call mask check's plain-Python broadcast rule against PyTorch's own."""
+    shapes = [()] + [s for n in (1, 2, 3) for s in product((1, 2, 3), repeat=n)]
+    for shape, target in product(shapes, shapes):
+        try:
+            want = torch.broadcast_shapes(shape, target) == torch.Size(target)
+        except RuntimeError:
+            want = False
+        assert broadcasts_to(shape, target) == want, (shape, target)

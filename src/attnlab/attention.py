@@ -70,6 +70,20 @@ def check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
         raise ValueError(f"k and v must have the same number of positions S, got {shapes}")
 
 
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without changing ``target``.
+
+    The same answer as ``torch.broadcast_shapes(shape, target) == target``, in
+    plain Python: a few microseconds cheaper, which counts in a per-call check.
+
+    Shapes:
+        shape: (*a); target: (*b), len(a) <= len(b), each a[i] 1 or equal to b's aligned size
+    """
+    if len(shape) > len(target):
+        return False
+    return all(size == 1 or size == want for size, want in zip(reversed(shape), reversed(target)))
+
+
 def check_mask(attn_mask: Tensor, scores_shape: torch.Size) -> None:
     """Raise ``ValueError`` unless ``attn_mask`` is boolean and broadcasts to the scores.
 
@@ -79,11 +93,7 @@ def check_mask(attn_mask: Tensor, scores_shape: torch.Size) -> None:
     if not isinstance(attn_mask, Tensor) or attn_mask.dtype != torch.bool:
         kind = attn_mask.dtype if isinstance(attn_mask, Tensor) else type(attn_mask).__name__
         raise ValueError(f"attn_mask must be a bool tensor (True = may attend), got {kind}")
-    try:
-        broadcast = torch.broadcast_shapes(attn_mask.shape, scores_shape)
-    except RuntimeError:
-        broadcast = None
-    if broadcast != scores_shape:
+    if not broadcasts_to(attn_mask.shape, scores_shape):
         raise ValueError(
             f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the "
             f"attention scores of shape {tuple(scores_shape)} (*, T, S)"
@@ -188,22 +198,24 @@ def fast_attention(
         if not isinstance(x, Tensor) or x.dim() < 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name} must be a tensor (*, heads, positions, dim), got {shape}")
-    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-    if q.shape[-3] % k.shape[-3] or k.shape[-3] != v.shape[-3]:
-        raise ValueError(f"q's heads must be a multiple of k's and v's (equal) heads, got {shapes}")
-    if q.shape[:-3] != k.shape[:-3] or q.shape[:-3] != v.shape[:-3]:
-        raise ValueError(f"q, k, v must share their leading (batch) dims, got {shapes}")
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+    *lead, heads, T, D = q.shape
+    *k_lead, kv_heads, S, k_dim = k.shape
+    if (kv_heads == 0 or heads % kv_heads or v.shape[-3] != kv_heads or lead != k_lead or v.shape[:-3] != k.shape[:-3]
+            or D != k_dim or v.shape[-2] != S):
+        shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"  # built only to be raised
+        if kv_heads == 0 or heads % kv_heads or v.shape[-3] != kv_heads:
+            raise ValueError(f"q's heads must be a multiple of k's and v's (equal) heads, got {shapes}")
+        if lead != k_lead or v.shape[:-3] != k.shape[:-3]:
+            raise ValueError(f"q, k, v must share their leading (batch) dims, got {shapes}")
         raise ValueError(f"q and k need one head dim D, k and v one number of positions S, got {shapes}")
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
         raise ValueError(f"q, k, v must share a floating-point dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    T, S = q.shape[-2], k.shape[-2]
     if causal and T > S:
         raise ValueError(f"causal attention needs T <= S (queries are the last T of S positions), got T={T}, S={S}")
     if attn_mask is not None:
-        check_mask(attn_mask, torch.Size((*q.shape[:-1], S)))
+        check_mask(attn_mask, (*q.shape[:-1], S))
         if attn_mask.device != q.device:
             raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {q.device}")
     return sdpa(q, k, v, attn_mask, causal, scale)

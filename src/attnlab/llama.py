@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnlab.attention import broadcasts_to
 from attnlab.cache import KVCache
 from attnlab.fused import FusedLinear, store_for_decoding
 from attnlab.gqa import GroupedQueryAttention
@@ -551,11 +552,7 @@ class LlamaLM(nn.Module):
             raise ValueError(f"attn_mask must be a bool tensor (True = may attend), got {kind}")
         # S is what the caches will hold after this call; each layer checks it against the keys.
         scores = (batch, self.config.n_heads, new, attn_mask.shape[-1])
-        try:
-            fits = torch.broadcast_shapes(attn_mask.shape, scores) == scores
-        except RuntimeError:
-            fits = False
-        if not fits:
+        if not broadcasts_to(attn_mask.shape, scores):
             raise ValueError(
                 f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the attention scores "
                 f"(B, H, T, S) = {scores} for T = {new} new tokens"
