@@ -14,4 +14,5 @@ echo "vs_hf a: $(( $(date +%s) - t0 )) s"
 timeout 100 python3 benchmarks/vs_hf.py --device cuda --only ttft attention decode memory --json $OUT/vs_hf_cuda_b.json > $OUT/vs_hf_b.txt 2>&1; tail -25 $OUT/vs_hf_b.txt
 echo "vs_hf b: $(( $(date +%s) - t0 )) s"
 timeout 60 python3 benchmarks/flash_attention.py --device cuda --dtype float16 --lengths 1024 4096 16384 --json $OUT/flash_attention_cuda.json > $OUT/flash.txt 2>&1; tail -20 $OUT/flash.txt
+timeout 60 python3 benchmarks/weight_layout.py --device cuda --dtype bfloat16 --json $OUT/weight_layout_cuda.json > $OUT/layout.txt 2>&1; tail -16 $OUT/layout.txt
 echo "all: $(( $(date +%s) - t0 )) s"
