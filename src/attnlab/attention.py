@@ -200,12 +200,13 @@ def fast_attention(
             raise ValueError(f"{name} must be a tensor (*, heads, positions, dim), got {shape}")
     *lead, heads, T, D = q.shape
     *k_lead, kv_heads, S, k_dim = k.shape
-    if (kv_heads == 0 or heads % kv_heads or v.shape[-3] != kv_heads or lead != k_lead or v.shape[:-3] != k.shape[:-3]
-            or D != k_dim or v.shape[-2] != S):
-        shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"  # built only to be raised
-        if kv_heads == 0 or heads % kv_heads or v.shape[-3] != kv_heads:
+    heads_fit = kv_heads > 0 and heads % kv_heads == 0 and v.shape[-3] == kv_heads
+    leads_fit = lead == k_lead and v.shape[:-3] == k.shape[:-3]
+    if not (heads_fit and leads_fit and D == k_dim and v.shape[-2] == S):
+        shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"  # formatted only to raise
+        if not heads_fit:
             raise ValueError(f"q's heads must be a multiple of k's and v's (equal) heads, got {shapes}")
-        if lead != k_lead or v.shape[:-3] != k.shape[:-3]:
+        if not leads_fit:
             raise ValueError(f"q, k, v must share their leading (batch) dims, got {shapes}")
         raise ValueError(f"q and k need one head dim D, k and v one number of positions S, got {shapes}")
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():

@@ -9,8 +9,9 @@ One ``(R, C)`` matrix multiplication does the work of several ``(R_i, C)``
 ones with fewer kernel launches and one read of the input. The layers keep
 their own parameters (and their names in the ``state_dict``, which checkpoints
 and the chapters rely on): :class:`FusedLinear` makes those parameters *views*
-of one contiguous ``(R, C)`` tensor, so the fused weight costs no extra
-memory and always holds the layers' current values. Loading a state dict
+of one ``(R, C)`` tensor (stored as ``(C, R)`` on the CPU, see below), so the
+fused weight costs no extra memory and always holds the layers' current
+values. Loading a state dict
 (which copies in place) keeps the views; anything that replaces a parameter
 (``.to(dtype)``, assigning a new ``nn.Parameter``) is noticed at the next call
 and the storage is rebuilt.
