@@ -134,8 +134,8 @@ def test_fused_linear_shares_storage_and_follows_changes():
     assert all(layer.weight.grad is not None for layer in layers)
 
 
-def test_weight_layout_follows_the_device():
-    """Input-major on the CPU, row-major elsewhere (``meta`` stands in for a GPU); values kept."""
+def test_weight_layout_follows_the_device_and_dtype():
+    """Input-major in float32 on the CPU, row-major elsewhere (``meta`` stands in for a GPU); values kept."""
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=30, d_model=16, n_layers=1, n_heads=4, n_kv_heads=2, ffn_hidden=32)
     model = LlamaLM(config)
@@ -153,6 +153,11 @@ def test_weight_layout_follows_the_device():
     model.to("meta")
     assert all(w.stride(1) == 1 for w in matrices()) and not any(input_major())  # row-major
     model.to_empty(device="cpu").load_state_dict(state)
+    assert all(input_major())
+    assert all(torch.equal(tensor, model.state_dict()[name]) for name, tensor in state.items())
+    model.double()  # other dtypes were not faster input-major: row-major
+    assert all(w.stride(1) == 1 for w in matrices()) and not any(input_major())
+    model.float()
     assert all(input_major())
     assert all(torch.equal(tensor, model.state_dict()[name]) for name, tensor in state.items())
 

@@ -9,7 +9,7 @@ One ``(R, C)`` matrix multiplication does the work of several ``(R_i, C)``
 ones with fewer kernel launches and one read of the input. The layers keep
 their own parameters (and their names in the ``state_dict``, which checkpoints
 and the chapters rely on): :class:`FusedLinear` makes those parameters *views*
-of one ``(R, C)`` tensor (stored as ``(C, R)`` on the CPU, see below), so the
+of one ``(R, C)`` tensor (stored as ``(C, R)`` in float32 on the CPU, see below), so the
 fused weight costs no extra memory and always holds the layers' current
 values. Loading a state dict
 (which copies in place) keeps the views; anything that replaces a parameter
@@ -20,14 +20,15 @@ Autograd only sees the fused tensor, not the per-layer parameters, so the
 fused product is used only when no gradient is being recorded; with gradients
 enabled the layers run one by one, as written.
 
-On the CPU, weights are stored *input-major*: the ``(R, C)`` weight an
+Float32 weights on the CPU are stored *input-major*: the ``(R, C)`` weight an
 ``nn.Linear`` holds is the transpose of a contiguous ``(C, R)`` tensor
 (:func:`store_for_decoding`; the same values, other strides). Decoding
 multiplies only a few rows (one per sequence) by each weight, and there the
-CPU's BLAS reads a ``(C, R)`` matrix up to 1.5x faster than the row-major
-``(R, C)`` one ``nn.Linear`` allocates; for a long prompt the two layouts cost
-about the same (``benchmarks/weight_layout.py``). On other devices the weights
-stay row-major: that is the layout the GPU benchmarks measured.
+CPU's float32 BLAS reads a ``(C, R)`` matrix up to 1.5x faster than the
+row-major ``(R, C)`` one ``nn.Linear`` allocates; for a long prompt the two
+layouts cost about the same (``benchmarks/weight_layout.py``). Everything else
+stays row-major: on the CPU, float64, float16 and bfloat16 products were as
+fast or faster that way, and it is the layout the GPU benchmarks measured.
 """
 
 import torch
@@ -90,24 +91,24 @@ class FusedLinear:
         return F.linear(x, self.weight, self.bias)  # (*, C) @ (C, R) -> (*, R)
 
 
-def input_major_on(device: torch.device) -> bool:
-    """Whether weights on ``device`` are stored input-major: on the CPU, where it was measured faster."""
-    return device.type == "cpu"
+def input_major_for(weight: Tensor) -> bool:
+    """Whether ``weight`` is stored input-major: float32 on the CPU, where that was measured faster."""
+    return weight.device.type == "cpu" and weight.dtype == torch.float32
 
 
 def store_for_decoding(layer: nn.Linear) -> nn.Linear:
-    """Store ``layer.weight`` in its device's layout for decoding (see the module's docstring); returns ``layer``.
+    """Store ``layer.weight`` in the layout decoding runs fastest on (see the module's docstring); returns ``layer``.
 
-    On the CPU the weight becomes the transpose of a contiguous ``(C, R)``
-    tensor, elsewhere a contiguous ``(R, C)`` one: the same values and shape,
-    other strides. ``.to()`` keeps the strides; modules call this again after
-    ``.to()`` so that the layout follows the device.
+    Float32 on the CPU, the weight becomes the transpose of a contiguous
+    ``(C, R)`` tensor; otherwise a contiguous ``(R, C)`` one: the same values
+    and shape, other strides. ``.to()`` keeps the strides; modules call this
+    again after ``.to()`` so that the layout follows the device and dtype.
 
     Shapes:
-        layer.weight: (R, C), stored as (C, R) on the CPU
+        layer.weight: (R, C), stored as (C, R) in float32 on the CPU
     """
     weight = layer.weight
-    input_major = input_major_on(weight.device)
+    input_major = input_major_for(weight)
     if (weight.t() if input_major else weight).is_contiguous():
         return layer  # already in the layout
     with torch.inference_mode(weight.is_inference()), torch.no_grad():
@@ -122,14 +123,14 @@ def _stack_as_views(params: list[nn.Parameter]) -> Tensor:
     """Concatenate ``params`` into one tensor and point each ``.data`` at its block.
 
     Biases are stacked along dim 0. Weights are stacked along dim 0 too, or,
-    on the CPU, input-major: one contiguous ``(C, R)`` tensor whose column
-    blocks are the layers' transposed weights; the returned ``(R, C)`` matrix
-    is then its transpose.
+    in float32 on the CPU, input-major: one contiguous ``(C, R)`` tensor whose
+    column blocks are the layers' transposed weights; the returned ``(R, C)``
+    matrix is then its transpose.
 
     Shapes:
         params: (R_i, C) or (R_i,) each -> returns (R, C) or (R,)
     """
-    input_major = params[0].dim() == 2 and input_major_on(params[0].device)
+    input_major = params[0].dim() == 2 and input_major_for(params[0])
     if input_major:
         blocks = torch.cat([p.detach().t() for p in params], dim=1)  # (C, R_i) each -> (C, R), contiguous
     else:

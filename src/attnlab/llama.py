@@ -233,7 +233,7 @@ class GatedMLP(nn.Module):
         self.gate_up = FusedLinear([self.gate_proj, self.up_proj])
 
     def _apply(self, fn, recurse=True):
-        """After ``.to()``, ``.half()``, ...: re-fuse gate and up (new storage); down takes its device's layout."""
+        """After ``.to()``, ``.half()``, ...: re-fuse gate and up (new storage); down takes its layout for decoding."""
         module = super()._apply(fn, recurse)
         self.gate_up.fuse()
         store_for_decoding(self.down_proj)
@@ -350,14 +350,14 @@ class LlamaLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight  # one (V, C) matrix, two uses
         else:
-            store_for_decoding(self.lm_head)  # (V, C), stored as (C, V) on the CPU: see attnlab.fused
+            store_for_decoding(self.lm_head)  # (V, C), stored as (C, V) in float32 on the CPU: attnlab.fused
         # cos and sin of every position, computed once for all layers (not in the state_dict)
         self.rotary = RotaryEmbedding(
             config.head_dim, config.max_seq_len, config.rope_theta, config.rope_scaling, device=device
         )
 
     def _apply(self, fn, recurse=True):
-        """After ``.to()``, ``.half()``, ...: the untied LM head takes its device's layout (attnlab.fused)."""
+        """After ``.to()``, ``.half()``, ...: the untied LM head takes its layout for decoding (attnlab.fused)."""
         module = super()._apply(fn, recurse)
         if not self.config.tie_word_embeddings:
             store_for_decoding(self.lm_head)

@@ -160,7 +160,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = FusedLinear([self.q_proj, self.k_proj, self.v_proj])  # the fast path's projection
 
     def _apply(self, fn, recurse=True):
-        """After ``.to()``, ``.half()``, ...: re-fuse q/k/v (new storage); o_proj takes its device's layout."""
+        """After ``.to()``, ``.half()``, ...: re-fuse q/k/v (new storage); o_proj takes its layout for decoding."""
         module = super()._apply(fn, recurse)
         self.qkv.fuse()
         store_for_decoding(self.o_proj)
