@@ -124,6 +124,12 @@ def bwrap_command(runner_file, workdir_name, limits, threads=None, uid=SANDBOX_U
                 made.add(parent)
                 command.extend(["--perms", "0755", "--dir", parent])
 
+    # The writable tmpfs mounts come first, the read-only binds after them: bubblewrap mounts in
+    # order, so a Python or a course that lives under /tmp is bound on top of the empty /tmp
+    # instead of being hidden by it.
+    command += ["--size", str(limits.disk_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    directories_to(HOME + "/x")
+    command += ["--size", str(limits.disk_bytes), "--perms", "0777", "--tmpfs", HOME]
     for path in read_only_paths():
         if os.path.islink(path) and os.path.dirname(path) == "/":
             command += ["--symlink", os.readlink(path), path]
@@ -133,9 +139,6 @@ def bwrap_command(runner_file, workdir_name, limits, threads=None, uid=SANDBOX_U
     directories_to(RUNNER_PATH)
     command += ["--ro-bind", str(runner_file), RUNNER_PATH]
     command += ["--proc", "/proc", "--dev", "/dev"]
-    command += ["--size", str(limits.disk_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
-    directories_to(HOME + "/x")
-    command += ["--size", str(limits.disk_bytes), "--perms", "0777", "--tmpfs", HOME]
     workdir = f"{HOME}/{workdir_name}"
     command += ["--perms", "0777", "--dir", workdir, "--chdir", workdir, "--clearenv"]
     for key, value in sandbox_environment(threads).items():
