@@ -68,7 +68,7 @@ def drive_refused(learner, inputs):
     except AssertionError:  # a forbidden call (library_attention_forbidden): its own message says which
         raise
     except Exception as error:
-        return f"raised {type(error).__name__} instead of ValueError"
+        return f"raised {type(error).__name__} instead of raising ValueError"
     return "returned instead of raising ValueError"
 
 

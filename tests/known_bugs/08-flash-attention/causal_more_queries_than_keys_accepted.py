@@ -1,5 +1,5 @@
 """Tiled attention: accepts is_causal=True with more queries than keys (T > S) instead of refusing it."""
-# feedback: instead of ValueError
+# feedback: instead of raising ValueError
 # cell: tiled_attention
 def tiled_attention(q, k, v, block_q, block_k, is_causal=False, attn_mask=None):
     """softmax(q k^T / sqrt(D), masked) v, block by block, with the log-sum-exp of each row.
