@@ -381,6 +381,17 @@ def memory_section(args, device, dtype, results):
                          "ratio_to_hf": peaks["attnlab generate"] / peaks["hf generate (dynamic cache)"]}
 
 
+def finish_run(results: dict, started: float, json_path: str | None) -> None:
+    """Record the run's duration and closing load average, print the duration, write the JSON if asked."""
+    results["seconds_total"] = time.perf_counter() - started
+    results["load_average_end"] = os.getloadavg()
+    print(f"\n({results['seconds_total']:.0f} s)")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {json_path}")
+
+
 def main() -> None:
     global CLOCK
     args = parse_args()
@@ -427,13 +438,7 @@ def main() -> None:
         decode_section(args, device, dtype_large, results)
     if "memory" in args.sections:
         memory_section(args, device, dtype_large, results)
-    results["seconds_total"] = time.perf_counter() - started
-    results["load_average_end"] = os.getloadavg()
-    print(f"\n({results['seconds_total']:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
+    finish_run(results, started, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Run from the repository root::
 """
 
 import argparse
-import json
 import os
 import time
 
@@ -92,13 +91,7 @@ def main() -> None:
                       f"ratio {rm / im:5.2f}x   ({nbytes / im / 1e9:6.1f} GB/s of weights read)")
             results["configs"][name] = {"sizes": sizes, "weight_bytes": nbytes, "rows": rows}
             del row_major, input_major
-    results["seconds_total"] = time.perf_counter() - started
-    results["load_average_end"] = os.getloadavg()
-    print(f"\n({results['seconds_total']:.0f} s)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
+    vs_hf.finish_run(results, started, args.json)
 
 
 if __name__ == "__main__":
